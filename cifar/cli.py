@@ -1,0 +1,166 @@
+"""The command line: `python -m cifar train | evaluate | predict`.
+
+Every failure a user can cause (a bad path, no data offline, a bad model file, an unreadable
+image) prints one line and exits non-zero; TensorFlow is imported only by the commands that
+need it, so `--help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, TextIO
+
+from cifar.config import PRESETS, TrainConfig
+from cifar.data import DataError
+from cifar.images import ImageError
+from cifar.store import ModelFileError
+
+PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cifar", description="Train, test and use the classic Keras CIFAR-10 ConvNet.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and save it with its metrics")
+    train.add_argument("--preset", choices=sorted(PRESET_NAMES), default="seed",
+                       help="starting settings (default: seed, the tutorial's recipe); the options below override them")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--conv-dropout", type=float)
+    train.add_argument("--dense-dropout", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--train-size", type=int, help="train on a random subset of this many images")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--no-validation", action="store_true", help="skip the per-epoch validation on the test set")
+    train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download)")
+    train.add_argument("--out", required=True, help="folder for model.keras and metrics.json")
+
+    evaluate = commands.add_parser("evaluate", help="test a saved model on the test set")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data")
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    changes: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("epochs", "conv_dropout", "dense_dropout", "batch_size", "learning_rate", "train_size", "seed")
+        if getattr(args, name) is not None
+    }
+    if args.no_validation:
+        changes["validation"] = "none"
+    return PRESETS[PRESET_NAMES[args.preset]].replace(**changes)
+
+
+class ProgressBars:
+    """One bar per epoch with loss and accuracy, redrawn in place on a terminal, one line per epoch elsewhere."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+        self.live = stream.isatty()
+        self.last_draw = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "download":
+            total = event.get("bytes_total") or 0
+            if self.live and total:
+                self._draw(f"Downloading CIFAR-10 {self._bar(event['bytes_done'] / total)} {event['bytes_done'] / 1e6:.0f}/{total / 1e6:.0f} MB")
+        elif kind == "start":
+            self.epochs = event["epochs"]
+            print(f"Training on {event['train_size']:,} images, {event['epochs']} epochs of {event['steps_per_epoch']} steps", file=self.stream)
+        elif kind == "batch" and self.live and time.monotonic() - self.last_draw > 0.2:
+            fraction = event["step"] / event["steps_per_epoch"]
+            self._draw(f"Epoch {event['epoch']}/{self.epochs} {self._bar(fraction)} loss {event['epoch_loss']:.4f} "
+                       f"accuracy {event['epoch_accuracy']:.4f} {event['images_per_second']:,.0f} img/s")
+        elif kind == "epoch":
+            validation = (f" val_loss {event['val_loss']:.4f} val_accuracy {event['val_accuracy']:.4f}"
+                          if "val_loss" in event else "")
+            line = (f"Epoch {event['epoch']}/{event['epochs']} {self._bar(1.0)} loss {event['loss']:.4f} accuracy "
+                    f"{event['accuracy']:.4f}{validation} {event['images_per_second']:,.0f} img/s")
+            self._draw(line, done=True)
+        elif kind == "end" and event["status"] != "finished":
+            self._draw(event["reason"], done=True)
+        elif kind == "evaluating":
+            print(event["message"], file=self.stream)
+
+    def _bar(self, fraction: float) -> str:
+        filled = round(self.width * min(1.0, fraction))
+        return "[" + "=" * filled + " " * (self.width - filled) + "]"
+
+    def _draw(self, line: str, done: bool = False) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + line + ("\n" if done else ""))
+            self.last_draw = time.monotonic()
+        elif done:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from cifar.runner import run_training
+
+    config = config_from_args(args)
+    metrics = run_training(config, args.out, args.data, on_event=ProgressBars())
+    print(f"Test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f} "
+          f"({metrics['images_per_second']:,.0f} images/s of training, {metrics['wall_seconds']:.0f} s in all)")
+    print(f"Saved {Path(args.out) / 'model.keras'} and {Path(args.out) / 'metrics.json'}")
+    return 0 if metrics["status"] != "diverged" else 1
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from cifar.data import load_data
+    from cifar.store import load_model
+    from cifar.train import evaluate
+
+    model, metadata = load_model(args.model)
+    _, (x_test, y_test), class_names = load_data(args.data)
+    if len(class_names) != len(metadata["class_names"]):
+        raise ModelFileError(f"The model knows {len(metadata['class_names'])} classes but the data has {len(class_names)}.")
+    result = evaluate(model, x_test, y_test, class_names)
+    print(json.dumps({key: result[key] for key in ("test_loss", "test_accuracy", "per_class_accuracy")}))
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cifar.images import preprocess_image
+    from cifar.predict import predict_probabilities
+    from cifar.store import load_model
+
+    model, metadata = load_model(args.model)
+    class_names = metadata["class_names"]
+    failed = 0
+    for file in args.images:
+        try:
+            pixels = preprocess_image(file)
+        except ImageError as error:
+            print(json.dumps({"file": file, "error": str(error)}))
+            failed += 1
+            continue
+        probabilities = predict_probabilities(model, pixels)[0]
+        print(json.dumps({"file": file, "class": class_names[int(np.argmax(probabilities))],
+                          "probabilities": {name: float(p) for name, p in zip(class_names, probabilities)}}))
+    return 1 if failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": train_command, "evaluate": evaluate_command, "predict": predict_command}[args.command]
+    try:
+        return command(args)
+    except (DataError, ModelFileError, ImageError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

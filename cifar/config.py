@@ -1,0 +1,79 @@
+"""What one training run is: a config dataclass whose defaults are the seed recipe, and presets.
+
+The seed recipe is the classic Keras CIFAR-10 tutorial: SGD at Keras's default learning rate,
+batch size 32, 20 epochs. Presets are instances of the same dataclass, never copies of code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["constant", "cosine"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20  # the recipe's fit(epochs=20)
+    conv_dropout: float = 0.2  # Dropout(0.2) after the conv layer
+    dense_dropout: float = 0.5  # Dropout(0.5) after Dense(512)
+    learning_rate: float = 0.01  # Keras's default for optimizer='sgd'
+    batch_size: int = 32  # the recipe's fit(batch_size=32)
+    optimizer: Optimizer = "sgd"  # optimizer='sgd': plain SGD, no momentum
+    schedule: Schedule = "constant"  # the recipe never changes its learning rate
+    train_size: Optional[int] = None  # None trains on every training image; a number picks a subset for quick demos
+    validation: Literal["test", "none"] = "test"  # the per-epoch validation curve; the recipe only evaluates at the end
+    seed: int = 0  # the same seed and config give the same metrics on CPU
+    eval_batch_size: int = 128  # the recipe's evaluate(batch_size=128)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.epochs <= 1000:
+            problems.append(f"epochs must be between 1 and 1000, not {self.epochs}")
+        for name in ("conv_dropout", "dense_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                problems.append(f"{name} must be at least 0 and below 1, not {value}")
+        if not 0.0 < self.learning_rate <= 10.0:
+            problems.append(f"learning_rate must be above 0 and at most 10, not {self.learning_rate}")
+        if not 1 <= self.batch_size <= 4096:
+            problems.append(f"batch_size must be between 1 and 4096, not {self.batch_size}")
+        if self.train_size is not None and self.train_size < 1:
+            problems.append(f"train_size must be at least 1, not {self.train_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            problems.append(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            problems.append(f"schedule must be 'constant' or 'cosine', not {self.schedule!r}")
+        if self.validation not in ("test", "none"):
+            problems.append(f"validation must be 'test' or 'none', not {self.validation!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+SEED_RECIPE = TrainConfig()
+
+# Same layers and dropouts, better training choices: Adam with a cosine decay at batch size 128
+# reaches about 60% test accuracy in 3 epochs, where the recipe needs about 8.
+QUICK_DEMO = TrainConfig(epochs=3, learning_rate=2e-3, batch_size=128, optimizer="adam", schedule="cosine")
+
+# Without dropout the network memorises the training set: the gap between the train and
+# validation curves is the overfitting lesson.
+NO_DROPOUT = TrainConfig(conv_dropout=0.0, dense_dropout=0.0)
+
+PRESETS: dict[str, TrainConfig] = {
+    "Seed recipe": SEED_RECIPE,
+    "Quick demo": QUICK_DEMO,
+    "No dropout": NO_DROPOUT,
+}

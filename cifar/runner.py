@@ -1,0 +1,123 @@
+"""One training run from start to saved result, and the background job the app watches.
+
+`run_training` is what the CLI and the app both do: load the data, train while streaming
+events, evaluate on the test set, save model and metrics. `TrainingJob` runs it in a thread
+and keeps every event, so any number of viewers (page refreshes, second tabs, other
+students) can read the same run from any point. It never calls Streamlit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from cifar.config import TrainConfig
+from cifar.data import DataError, load_data
+
+Event = dict[str, Any]
+Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]
+
+
+def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | Path] = None,
+                 on_event: Optional[Callable[[Event], None]] = None, stop: Optional[threading.Event] = None,
+                 dataset: Optional[Dataset] = None) -> dict[str, Any]:
+    """Train, evaluate and save into out_dir (model.keras and metrics.json); returns the metrics."""
+    from cifar.store import MODEL_FILE, METRICS_FILE, save_model, write_metrics
+    from cifar.train import evaluate, train_new_model
+
+    emit = on_event or (lambda event: None)
+    started = time.perf_counter()
+    if dataset is None:
+        emit({"event": "loading", "message": "Loading CIFAR-10…"})
+        dataset = load_data(data, progress=emit)
+    (x_train, y_train), (x_test, y_test), class_names = dataset
+    batches: list[Event] = []
+
+    def record(event: Event) -> None:
+        if event["event"] == "batch":
+            batches.append({key: event[key] for key in ("epoch", "step", "progress", "loss", "accuracy")})
+        emit(event)
+
+    model, result = train_new_model((x_train, y_train), (x_test, y_test), class_names, config, record, stop)
+    emit({"event": "evaluating", "message": f"Testing on {len(x_test):,} test images…"})
+    test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "test_predictions.npy", test.pop("predicted").astype(np.int16))
+    metrics = {
+        "config": config.to_dict(), "class_names": class_names, "status": result.status, "reason": result.reason,
+        "history": result.history, "batches": batches, "train_size": min(len(x_train), config.train_size or len(x_train)),
+        "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"],
+        "per_class_accuracy": test["per_class_accuracy"], "confusion_matrix": test["confusion_matrix"],
+        "images_per_second": result.images_per_second, "train_seconds": result.wall_seconds,
+        "wall_seconds": time.perf_counter() - started, "created": time.time(),
+    }
+    save_model(model, out_dir / MODEL_FILE, metrics)
+    write_metrics(out_dir / METRICS_FILE, metrics)
+    emit({"event": "saved", "folder": str(out_dir), "test_loss": metrics["test_loss"],
+          "test_accuracy": metrics["test_accuracy"]})
+    return metrics
+
+
+class TrainingJob:
+    """A run in a background thread, with the full event log for late-joining viewers."""
+
+    def __init__(self, run_id: str, config: TrainConfig, out_dir: Path, data: Optional[str] = None,
+                 dataset_loader: Optional[Callable[[Callable[[Event], None]], Dataset]] = None) -> None:
+        self.run_id, self.config, self.out_dir, self.data = run_id, config, Path(out_dir), data
+        self.dataset_loader = dataset_loader
+        self.events: list[Event] = []
+        self.stop_requested = threading.Event()
+        self.state = "starting"  # starting, running, finished, stopped, diverged, failed
+        self.error: Optional[str] = None
+        self.metrics: Optional[dict[str, Any]] = None
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"training-{run_id}", daemon=True)
+
+    def start(self) -> "TrainingJob":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    @property
+    def active(self) -> bool:
+        return self._thread.is_alive()
+
+    def events_since(self, index: int) -> list[Event]:
+        with self._lock:
+            return self.events[index:]
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            self.events.append({**event, "time": time.time()})
+            if event["event"] == "start":
+                self.state = "running"
+
+    def _run(self) -> None:
+        try:
+            dataset = None
+            if self.dataset_loader is not None:
+                self._emit({"event": "loading", "message": "Loading CIFAR-10…"})
+                dataset = self.dataset_loader(self._emit)
+            self.metrics = run_training(self.config, self.out_dir, self.data, self._emit, self.stop_requested, dataset)
+            self.state = self.metrics["status"]
+        except DataError as error:
+            self._fail(str(error))
+        except Exception as error:  # the thread must end with a readable state, whatever happened
+            traceback.print_exc()
+            self._fail(f"Training failed: {type(error).__name__}: {error}")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self._emit({"event": "failed", "message": message})
+        self.state = "failed"

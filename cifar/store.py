@@ -1,0 +1,155 @@
+"""Saving and reopening trained models: Keras's `.keras` file with our metadata inside it, and
+the runs folder where every finished or stopped run is kept.
+
+The metadata (class names, config, curves, final metrics) travels as an extra `cifar.json`
+entry inside the `.keras` zip, so a model downloaded from the app still knows its classes.
+A copy sits beside it as `metrics.json`, readable without TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from cifar.backend import keras_module
+
+if TYPE_CHECKING:
+    import keras
+
+METADATA_ENTRY = "cifar.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ModelFileError(RuntimeError):
+    """A model file that is missing, corrupt, or not a model of this project's kind."""
+
+
+def save_model(model: "keras.Model", path: str | Path, metadata: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial.keras")  # Keras insists on the .keras suffix
+    model.save(partial)
+    with zipfile.ZipFile(partial, "a") as archive:
+        archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=1))
+    partial.replace(path)  # a reader never sees a half-written model
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata stored in a `.keras` file, without loading TensorFlow."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise ModelFileError(f"{path.name} is a zip file but not a Keras model (.keras).")
+            if METADATA_ENTRY not in names:
+                return {}
+            return json.loads(archive.read(METADATA_ENTRY))
+    except FileNotFoundError:
+        raise ModelFileError(f"There is no model file at {path}.") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ModelFileError(f"{path.name} is not a readable Keras model file (.keras): {error}.") from None
+
+
+def load_model(path: str | Path) -> tuple["keras.Model", dict[str, Any]]:
+    """Load a `.keras` model with Keras's safe mode and check it classifies 32x32 RGB images."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    metadata = read_metadata(path)
+    keras = keras_module()
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged or foreign file
+        raise ModelFileError(f"{path.name} could not be loaded as a Keras model: {_first_line(error)}") from None
+    input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
+    if input_shape[1:] != (32, 32, 3) or len(output_shape) != 2:
+        raise ModelFileError(f"{path.name} is a Keras model, but not a CIFAR classifier: it takes "
+                             f"{input_shape[1:]} and gives {output_shape[1:]}, not 32x32x3 images to class probabilities.")
+    num_classes = output_shape[1]
+    class_names = metadata.get("class_names") or [f"class {i}" for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ModelFileError(f"{path.name} has {num_classes} outputs but its metadata names {len(class_names)} classes.")
+    metadata["class_names"] = list(class_names)
+    return model, metadata
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    run_id: str
+    folder: Path
+    metrics: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+    @property
+    def label(self) -> str:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.metrics.get("created", 0)))
+        accuracy = self.metrics.get("test_accuracy")
+        shown = f"{accuracy:.1%}" if isinstance(accuracy, (int, float)) else "not tested"
+        epochs = len(self.metrics.get("history", []))
+        return f"{created} · {epochs} epoch{'s' if epochs != 1 else ''} · test accuracy {shown} · {self.metrics.get('status', '')}"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def save_run(runs_dir: str | Path, run_id: str, model: "keras.Model", metrics: dict[str, Any]) -> SavedRun:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    folder = Path(runs_dir) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / MODEL_FILE, metrics)
+    write_metrics(folder / METRICS_FILE, metrics)
+    return SavedRun(run_id, folder, metrics)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(metrics, indent=1))
+    partial.replace(path)
+
+
+def list_runs(runs_dir: str | Path) -> list[SavedRun]:
+    """Saved runs, newest first; folders without a readable model and metrics are skipped."""
+    runs = []
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return runs
+    for folder in root.iterdir():
+        if not (_RUN_ID.match(folder.name) and (folder / MODEL_FILE).is_file()):
+            continue
+        try:
+            metrics = json.loads((folder / METRICS_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        runs.append(SavedRun(folder.name, folder, metrics))
+    return sorted(runs, key=lambda run: run.metrics.get("created", 0), reverse=True)
+
+
+def open_run(runs_dir: str | Path, run_id: str) -> Optional[SavedRun]:
+    if not _RUN_ID.match(run_id):
+        return None
+    return next((run for run in list_runs(runs_dir) if run.run_id == run_id), None)
+
+
+def delete_run(runs_dir: str | Path, run_id: str) -> None:
+    if _RUN_ID.match(run_id):
+        shutil.rmtree(Path(runs_dir) / run_id, ignore_errors=True)

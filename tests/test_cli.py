@@ -1,0 +1,94 @@
+"""The command line end to end, in real subprocesses, on a generated archive."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key != "CIFAR10_DATA"}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "cifar", *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = cli("train", "--epochs", "3", "--train-size", "800", "--data", str(tiny_archive), "--out", str(out))
+    return out, result
+
+
+def test_train_writes_model_and_metrics_and_prints_the_test_figures(trained):
+    out, result = trained
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["epochs"] == 3 and metrics["config"]["train_size"] == 800
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(metrics["history"][0])
+    assert metrics["images_per_second"] > 0 and metrics["wall_seconds"] > 0
+    assert metrics["test_accuracy"] > 0.8
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
+    assert "Epoch 3/3" in result.stderr and "loss" in result.stderr
+    assert (out / "model.keras").is_file()
+
+
+def test_evaluate_prints_one_json_object_with_per_class_accuracy(trained, tiny_archive):
+    out, _ = trained
+    result = cli("evaluate", "--model", str(out / "model.keras"), "--data", str(tiny_archive))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"test_loss", "test_accuracy", "per_class_accuracy"}
+    assert len(report["per_class_accuracy"]) == 10 and "airplane" in report["per_class_accuracy"]
+    assert report["test_accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_predict_prints_a_line_per_image_and_fails_for_bad_files(trained, tmp_path):
+    out, _ = trained
+    good = tmp_path / "red.png"
+    Image.fromarray(np.full((64, 48, 3), (220, 30, 30), np.uint8)).save(good)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    result = cli("predict", "--model", str(out / "model.keras"), str(good), str(bad))
+    assert result.returncode != 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["file"] == str(good) and lines[0]["class"] in lines[0]["probabilities"]
+    assert sum(lines[0]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert lines[1]["file"] == str(bad) and "PNG" in lines[1]["error"]
+    only_good = cli("predict", "--model", str(out / "model.keras"), str(good))
+    assert only_good.returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "1", "--data", "/nowhere/cifar.tar.gz", "--out", "/tmp/unused"], "/nowhere"),
+    (["evaluate", "--model", "/nowhere/model.keras"], "no model file"),
+    (["train", "--epochs", "0", "--out", "/tmp/unused"], "epochs must be"),
+])
+def test_errors_print_one_line_without_a_traceback(args, message):
+    result = cli(*args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_offline_with_no_local_copy_says_how_to_get_the_data(tmp_path, monkeypatch, capsys):
+    import cifar.data
+    from cifar.cli import main
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("CIFAR10_DATA", raising=False)
+    monkeypatch.setattr(cifar.data, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run")]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: Could not download CIFAR-10")
+    assert "CIFAR10_DATA" in error[0] and not (tmp_path / "run" / "model.keras").exists()
