@@ -121,3 +121,50 @@ class TrainingJob:
         self.error = message
         self._emit({"event": "failed", "message": message})
         self.state = "failed"
+
+
+class TrainingBusy(RuntimeError):
+    """Another run is training in this process; the host has two cores, so one run at a time."""
+
+
+class JobBoard:
+    """This server process's one training slot, its jobs by id, and the dataset all runs share."""
+
+    def __init__(self, runs_dir: str | Path, data: Optional[str] = None) -> None:
+        self.runs_dir, self.data = Path(runs_dir), data
+        self.jobs: dict[str, TrainingJob] = {}
+        self._lock = threading.Lock()
+        self._dataset: Optional[Dataset] = None
+        self._dataset_lock = threading.Lock()
+
+    def dataset(self, progress: Optional[Callable[[Event], None]] = None) -> Dataset:
+        """Load the data once per process; later callers wait for the first and share its arrays."""
+        with self._dataset_lock:
+            if self._dataset is None:
+                self._dataset = load_data(self.data, progress=progress)
+            return self._dataset
+
+    @property
+    def dataset_loaded(self) -> bool:
+        return self._dataset is not None
+
+    def active_job(self) -> Optional[TrainingJob]:
+        with self._lock:
+            return next((job for job in self.jobs.values() if job.active), None)
+
+    def get(self, run_id: str) -> Optional[TrainingJob]:
+        with self._lock:
+            return self.jobs.get(run_id)
+
+    def start(self, config: TrainConfig) -> TrainingJob:
+        from cifar.store import new_run_id
+
+        with self._lock:
+            running = next((job for job in self.jobs.values() if job.active), None)
+            if running is not None:
+                raise TrainingBusy("A training run is already in progress on this server; watch it, or wait "
+                                   "for it to finish before starting another.")
+            run_id = new_run_id()
+            job = TrainingJob(run_id, config, self.runs_dir / run_id, self.data, dataset_loader=self.dataset)
+            self.jobs[run_id] = job
+            return job.start()

@@ -1,0 +1,357 @@
+"""Watch a ConvNet learn: train the classic Keras CIFAR-10 network from the browser, see its
+curves live, then test it on the test set and on your own pictures.
+
+Layout only: each `*_ui()` function draws one part of the page and returns what the user
+chose. Training runs in `cifar.runner`'s background job, which never calls Streamlit; the
+page polls it from a fragment. TensorFlow loads only when a model is trained or opened.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from cifar import charts
+from cifar.config import PRESETS, TrainConfig
+from cifar.data import DataError
+from cifar.images import ImageError, load_image, to_network_input
+from cifar.runner import JobBoard, TrainingBusy, TrainingJob
+from cifar.store import ModelFileError, SavedRun, list_runs, open_run
+
+RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
+POLL_SECONDS = 0.7  # how often the live view asks the job for news while it trains
+GALLERY_SIZE = 24
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
+               "optimizer", "schedule")
+
+
+@contextmanager
+def shown_as_error(doing: str) -> Iterator[None]:
+    """Any unexpected failure becomes one readable line on the page; the traceback goes to the server log."""
+    try:
+        yield
+    except (DataError, ModelFileError, ImageError) as error:
+        st.error(str(error))
+    except Exception as error:
+        logging.getLogger(__name__).exception("failed while %s", doing)
+        st.error(f"Something went wrong while {doing}: {type(error).__name__}: {error}")
+
+
+def data_location() -> Optional[str]:
+    """CIFAR10_DATA from the environment or st.secrets; never a path typed into the page."""
+    if os.environ.get("CIFAR10_DATA"):
+        return os.environ["CIFAR10_DATA"]
+    try:
+        return st.secrets.get("CIFAR10_DATA")
+    except Exception:  # no secrets file at all is the normal case
+        return None
+
+
+@st.cache_resource
+def job_board() -> JobBoard:
+    """One per server process: every visitor shares its single training slot and its dataset."""
+    return JobBoard(RUNS_DIR, data_location())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def saved_model(path: str, modified: float) -> tuple[Any, dict[str, Any]]:
+    from cifar.store import load_model
+
+    return load_model(path)
+
+
+def fill_from_preset() -> None:
+    preset = PRESETS[st.session_state.preset]
+    for key in CONFIG_KEYS:
+        value = getattr(preset, key)
+        st.session_state[key] = 50_000 if key == "train_size" and value is None else value
+
+
+def run_setup_ui() -> TrainConfig:
+    """The sidebar's settings; returns the run they describe."""
+    if "epochs" not in st.session_state:
+        st.session_state.preset = "Seed recipe"
+        fill_from_preset()
+    st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
+                     help="Seed recipe: the tutorial as written. Quick demo: the same network trained with Adam "
+                          "and larger batches, a good model in about a minute. No dropout: watch it overfit.")
+    st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
+    st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
+                      help="Share of the conv layer's outputs switched off at random during training.")
+    st.sidebar.slider("Dense dropout", 0.0, 0.9, step=0.05, key="dense_dropout",
+                      help="Share of the 512 dense units switched off at random during training.")
+    with st.sidebar.expander("More settings"):
+        st.number_input("Learning rate", min_value=1e-5, max_value=1.0, format="%.4f", key="learning_rate")
+        st.selectbox("Batch size", [16, 32, 64, 128, 256], key="batch_size")
+        st.number_input("Training images", min_value=100, max_value=50_000, step=1000, key="train_size",
+                        help="Train on a random subset for a quicker demo; 50,000 is the whole training set.")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed",
+                        help="The same seed and settings train the same model.")
+        st.selectbox("Optimizer", ["sgd", "adam"], key="optimizer", format_func=str.upper)
+        st.selectbox("Learning-rate schedule", ["constant", "cosine"], key="schedule")
+    values = {key: st.session_state[key] for key in CONFIG_KEYS}
+    values["train_size"] = None if values["train_size"] >= 50_000 else int(values["train_size"])
+    return TrainConfig(**values)
+
+
+def controls_ui(board: JobBoard) -> tuple[bool, bool]:
+    active = board.active_job()
+    left, right = st.sidebar.columns(2)
+    train = left.button("Train", key="train", type="primary", width="stretch")
+    stop = right.button("Stop", key="stop", disabled=active is None, width="stretch")
+    return train, stop
+
+
+def start_training(board: JobBoard, config: TrainConfig) -> None:
+    try:
+        job = board.start(config)
+    except TrainingBusy as busy:
+        st.sidebar.warning(str(busy))
+        running = board.active_job()
+        if running is not None:
+            show_run(running.run_id)
+        return
+    show_run(job.run_id)
+
+
+def show_run(run_id: str) -> None:
+    st.session_state.run_id = run_id
+    st.query_params["run"] = run_id  # a refresh or a shared link comes back to this run
+
+
+def current_run_id(board: JobBoard) -> Optional[str]:
+    """The run this page shows: its own, the one in the URL, else whatever is training now."""
+    if "run_id" not in st.session_state:
+        from_url = st.query_params.get("run")
+        if from_url and (board.get(from_url) or open_run(RUNS_DIR, from_url)):
+            st.session_state.run_id = from_url
+        elif board.active_job() is not None:
+            show_run(board.active_job().run_id)
+    return st.session_state.get("run_id")
+
+
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "estimating…"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
+    """The run as it trains: progress, speed, time left and the learning curves, redrawn every poll."""
+    job = board.get(run_id)
+    if job is None:
+        return
+    if was_active and not job.active:
+        st.rerun()  # the run just ended: redraw the whole page with its results
+    events = job.events_since(0)
+    batches = [e for e in events if e["event"] == "batch"]
+    history = [{k: v for k, v in e.items() if k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
+               for e in events if e["event"] == "epoch"]
+    latest = events[-1] if events else {"event": "starting"}
+    if job.state == "failed":
+        st.error(job.error)
+        return
+    if not batches:
+        downloads = [e for e in events if e["event"] == "download"]
+        if downloads and downloads[-1].get("bytes_total"):
+            done, total = downloads[-1]["bytes_done"], downloads[-1]["bytes_total"]
+            st.progress(done / total, text=f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        else:
+            st.progress(0.0, text=latest.get("message", "Loading the data and building the network…"))
+        return
+    last = batches[-1]
+    epochs = job.config.epochs
+    status = {"evaluating": "Testing on the test set…", "saved": "Done."}.get(latest["event"], "Training…")
+    if job.stop_requested.is_set() and job.active:
+        status = "Stopping…"
+    st.progress(min(1.0, last["progress"]), text=f"{status} epoch {last['epoch']} of {epochs}")
+    speed, remaining, loss = st.columns(3)
+    speed.metric("Images per second", f"{last['images_per_second']:,.0f}")
+    remaining.metric("Time left", duration(last["remaining"]) if job.active else "0 s")
+    loss.metric("Training loss (smoothed)", f"{charts.smoothed([b['loss'] for b in batches])[-1]:.3f}")
+    st.plotly_chart(charts.learning_curves(batches, history, epochs), key="live_curves", width="stretch")
+
+
+def results_ui(run: SavedRun) -> None:
+    metrics = run.metrics
+    st.caption(metrics.get("reason", ""))
+    loss, accuracy, speed, took = st.columns(4)
+    loss.metric("Test loss", f"{metrics['test_loss']:.4f}")
+    accuracy.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
+    speed.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}")
+    took.metric("Training time", duration(metrics.get("train_seconds")))
+    epochs = metrics.get("config", {}).get("epochs", len(metrics.get("history", [])))
+    st.plotly_chart(charts.learning_curves(metrics.get("batches", []), metrics.get("history", []), epochs),
+                    key=f"curves_{run.run_id}", width="stretch")
+    matrix, per_class = st.columns([3, 2])
+    with matrix:
+        st.subheader("Confusion matrix")
+        st.caption("Rows are the true classes, columns what the network said. The diagonal is right.")
+        st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], metrics["class_names"]),
+                        key=f"confusion_{run.run_id}", width="stretch")
+    with per_class:
+        st.subheader("Accuracy per class")
+        st.plotly_chart(charts.per_class_accuracy(metrics["per_class_accuracy"]), key=f"per_class_{run.run_id}",
+                        width="stretch")
+
+
+def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
+    """Scaled up without smoothing, so every one of the 32x32 pixels shows."""
+    return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
+
+
+def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
+    from cifar.predict import predict_probabilities
+
+    try:
+        with st.spinner("Loading the test images…"):
+            _, (x_test, y_test), class_names = board.dataset()
+    except DataError as error:
+        st.error(str(error))
+        return
+    predictions_file = run.folder / "test_predictions.npy"
+    predicted = np.load(predictions_file) if predictions_file.is_file() else predict_probabilities(model, x_test).argmax(1)
+    if len(predicted) != len(y_test):
+        st.error("This run was tested on a different dataset from the one loaded now.")
+        return
+    show, pick_class, shuffle = st.columns([2, 2, 1], vertical_alignment="bottom")
+    mode = show.radio("Show", ["Random", "One class", "Only mistakes"], horizontal=True, key="gallery_mode")
+    chosen_class = pick_class.selectbox("Class", class_names, key="gallery_class", disabled=mode != "One class")
+    if shuffle.button("New pick", key="gallery_shuffle") or "gallery_seed" not in st.session_state:
+        st.session_state.gallery_seed = int(time.time() * 1000) % 2**31
+    candidates = np.arange(len(y_test))
+    if mode == "One class":
+        candidates = candidates[y_test == class_names.index(chosen_class)]
+    elif mode == "Only mistakes":
+        candidates = candidates[predicted != y_test]
+    if len(candidates) == 0:
+        st.info("No test images match: no mistakes at all!" if mode == "Only mistakes" else "No test images match.")
+        return
+    rng = np.random.default_rng(st.session_state.gallery_seed)
+    shown = rng.choice(candidates, size=min(GALLERY_SIZE, len(candidates)), replace=False)
+    st.caption(f"{len(candidates):,} matching test images; showing {len(shown)}. Press Inspect to see what the "
+               "network thinks of one.")
+    columns = st.columns(8)
+    for position, index in enumerate(shown):
+        with columns[position % 8]:
+            right = predicted[index] == y_test[index]
+            st.image(pixels_large(x_test[index], 96), width="stretch")
+            st.caption(f"{'✅' if right else '❌'} **{class_names[predicted[index]]}**  \ntrue: {class_names[y_test[index]]}")
+            if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
+                st.session_state.inspected = int(index)
+    inspected = st.session_state.get("inspected")
+    if inspected is not None and inspected < len(x_test):
+        st.divider()
+        picture, bars = st.columns([1, 2])
+        picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: a {class_names[y_test[inspected]]}")
+        probabilities = predict_probabilities(model, x_test[inspected])[0]
+        bars.plotly_chart(charts.class_probabilities(probabilities, class_names, class_names[y_test[inspected]]),
+                          key="inspected_probabilities", width="stretch")
+
+
+def uploads_ui(model: Any, class_names: Optional[list[str]]) -> None:
+    from cifar.predict import predict_probabilities
+
+    files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
+                             accept_multiple_files=True, key="upload")
+    if model is None:
+        st.info("Train a model or open a saved run to classify your pictures; you can already see what the network would see.")
+    for file in files or []:
+        st.markdown(f"**{file.name}**")
+        original, seen, bars = st.columns([1, 1, 2])
+        try:
+            image = load_image(file)
+            network_input = to_network_input(image)
+        except ImageError as error:
+            original.error(str(error))
+            continue
+        original.image(image, caption=f"Your picture ({image.width}×{image.height})", width="stretch")
+        seen.image(pixels_large(network_input), caption="What the network sees: 32×32 pixels", width="stretch")
+        if model is not None and class_names is not None:
+            probabilities = predict_probabilities(model, network_input)[0]
+            bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
+                              width="stretch")
+
+
+def saved_runs_ui(current: Optional[str]) -> None:
+    runs = list_runs(RUNS_DIR)
+    if not runs:
+        st.info("No saved runs yet: every finished or stopped run is kept here.")
+        return
+    labels = {run.run_id: run.label for run in runs}
+    ids = list(labels)
+    chosen = st.selectbox("Saved runs, newest first", ids, format_func=labels.get, key="saved_run",
+                          index=ids.index(current) if current in ids else 0)
+    run = next(run for run in runs if run.run_id == chosen)
+    open_button, download = st.columns(2)
+    if open_button.button("Open this run", key="open_run", disabled=chosen == current, width="stretch"):
+        show_run(chosen)
+        st.session_state.pop("inspected", None)
+        st.rerun()
+    download.download_button("Download its model (.keras)", data=run.model_path.read_bytes, key="download_model",
+                             file_name=f"cifar-convnet-{chosen}.keras", mime="application/octet-stream", width="stretch")
+    config = run.metrics.get("config", {})
+    st.caption(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in config.items()))
+
+
+def run_model(run: Optional[SavedRun]) -> tuple[Any, Optional[list[str]]]:
+    if run is None:
+        return None, None
+    try:
+        model, metadata = saved_model(str(run.model_path), run.model_path.stat().st_mtime)
+    except (ModelFileError, OSError) as error:
+        st.error(f"This run's model could not be opened: {error}")
+        return None, None
+    return model, metadata["class_names"]
+
+
+def main() -> None:
+    st.set_page_config(page_title="Watch a ConvNet learn", page_icon="🧠", layout="wide")
+    board = job_board()
+    config = run_setup_ui()
+    train, stop = controls_ui(board)
+    if stop and board.active_job() is not None:
+        board.active_job().stop()
+    if train:
+        start_training(board, config)
+    st.title("Watch a ConvNet learn")
+    st.caption("The classic Keras CIFAR-10 network: one 3×3 convolution layer with 32 filters, max pooling, a 512-unit "
+               "dense layer and dropout. Set it up on the left, press Train, and watch it learn.")
+    run_id = current_run_id(board)
+    job: Optional[TrainingJob] = board.get(run_id) if run_id else None
+    run = open_run(RUNS_DIR, run_id) if run_id else None
+    if run_id is None:
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset gives a good model in about a minute.")
+    elif job is not None and (job.active or run is None):
+        st.subheader("Training" if job.active else "Last run")
+        st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
+    model, class_names = run_model(run)
+    results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"])
+    with results, shown_as_error("showing the results"):
+        if run is not None:
+            results_ui(run)
+        else:
+            st.info("The test results appear here when a run finishes or is stopped.")
+    with test_set, shown_as_error("showing the test images"):
+        if run is not None and model is not None:
+            gallery_ui(board, run, model)
+        else:
+            st.info("Train a model or open a saved run to test it on the test images.")
+    with pictures, shown_as_error("classifying your pictures"):
+        uploads_ui(model, class_names)
+    with saved, shown_as_error("listing the saved runs"):
+        saved_runs_ui(run_id)
+
+
+if __name__ == "__main__":
+    main()

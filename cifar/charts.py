@@ -1,0 +1,97 @@
+"""Plotly figures of a run: live learning curves, confusion matrix, per-class accuracy, class
+probabilities. Plain functions of plain data, so the app draws them and tests check them
+without a browser.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
+FONT = dict(size=15)  # readable from the back of a classroom
+
+
+def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0."""
+    result, average = [], 0.0
+    for count, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        result.append(average / (1 - weight**count))
+    return result
+
+
+def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int) -> go.Figure:
+    """Loss and accuracy against epochs: every few batches (raw, faint, and smoothed) and per epoch."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
+                           horizontal_spacing=0.1)
+    x = [batch["progress"] * epochs for batch in batches]
+    for column, key in ((1, "loss"), (2, "accuracy")):
+        raw = [batch[key] for batch in batches]
+        figure.add_trace(go.Scatter(x=x, y=raw, mode="lines", line=dict(color=TRAIN_COLOUR, width=1), opacity=0.25,
+                                    name="training, every few batches", legendgroup="raw", showlegend=column == 1,
+                                    hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>batches</extra>"), row=1, col=column)
+        figure.add_trace(go.Scatter(x=x, y=smoothed(raw), mode="lines", line=dict(color=TRAIN_COLOUR, width=2.5),
+                                    name="training, smoothed", legendgroup="smooth", showlegend=column == 1,
+                                    hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>smoothed</extra>"), row=1, col=column)
+        epochs_done = [entry["epoch"] for entry in history]
+        figure.add_trace(go.Scatter(x=epochs_done, y=[entry[key] for entry in history], mode="markers+lines",
+                                    marker=dict(size=9, color=TRAIN_COLOUR, symbol="circle"), line=dict(dash="dot"),
+                                    name="training, per epoch", legendgroup="train", showlegend=column == 1,
+                                    hovertemplate="epoch %{x}<br>%{y:.3f}<extra>train</extra>"), row=1, col=column)
+        validated = [entry for entry in history if f"val_{key}" in entry]
+        if validated:
+            figure.add_trace(go.Scatter(x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
+                                        mode="markers+lines", marker=dict(size=9, color=VALIDATION_COLOUR, symbol="diamond"),
+                                        line=dict(color=VALIDATION_COLOUR, width=2.5), name="validation (test set), per epoch",
+                                        legendgroup="val", showlegend=column == 1,
+                                        hovertemplate="epoch %{x}<br>%{y:.3f}<extra>validation</extra>"), row=1, col=column)
+        figure.update_xaxes(title_text="epoch", range=[0, max(1, epochs) * 1.02], row=1, col=column)
+    figure.update_yaxes(rangemode="tozero", row=1, col=1)
+    figure.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
+    figure.update_layout(height=400, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision="curves",
+                         legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="x unified")
+    return figure
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) -> go.Figure:
+    counts = np.asarray(matrix)
+    row_share = counts / np.maximum(1, counts.sum(axis=1, keepdims=True))
+    figure = go.Figure(go.Heatmap(
+        z=row_share, x=class_names, y=class_names, colorscale="Blues", zmin=0, zmax=1, customdata=counts,
+        text=counts if len(class_names) <= 20 else None, texttemplate="%{text}" if len(class_names) <= 20 else None,
+        hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of the %{y}s)<extra></extra>",
+        colorbar=dict(title="share of row", tickformat=".0%"),
+    ))
+    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT,
+                         xaxis=dict(title="predicted class", side="bottom"),
+                         yaxis=dict(title="true class", autorange="reversed"))
+    return figure
+
+
+def per_class_accuracy(accuracy_by_class: dict[str, float]) -> go.Figure:
+    names = list(accuracy_by_class)
+    values = [accuracy_by_class[name] for name in names]
+    figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=TRAIN_COLOUR,
+                              text=[f"{value:.0%}" for value in values], textposition="auto",
+                              hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    figure.update_layout(height=max(260, 28 * len(names)), margin=dict(l=10, r=10, t=10, b=10), font=FONT,
+                         xaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"),
+                         yaxis=dict(autorange="reversed"))
+    return figure
+
+
+def class_probabilities(probabilities: Sequence[float], class_names: list[str], true_class: str | None = None) -> go.Figure:
+    """Horizontal bars over all classes, the predicted one highlighted and the true one marked."""
+    values = np.asarray(probabilities, dtype=float)
+    best = int(values.argmax())
+    colours = ["#2ca02c" if i == best else "#9bbbd6" for i in range(len(values))]
+    labels = [f"{name} ✓" if name == true_class else name for name in class_names]
+    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
+                              text=[f"{value:.0%}" for value in values], textposition="outside", cliponaxis=False,
+                              hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    figure.update_layout(height=max(240, 26 * len(values)), margin=dict(l=10, r=40, t=10, b=10), font=FONT,
+                         xaxis=dict(range=[0, 1.1], tickformat=".0%", showgrid=False), yaxis=dict(autorange="reversed"))
+    return figure
