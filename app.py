@@ -47,9 +47,10 @@ def shown_as_error(doing: str) -> Iterator[None]:
 
 
 def data_location() -> Optional[str]:
-    """CIFAR10_DATA from the environment or st.secrets; never a path typed into the page."""
+    """CIFAR10_DATA from st.secrets; from the environment, cifar.data reads it itself (and names it in
+    its messages). Never a path typed into the page: a hosted app must not read arbitrary server files."""
     if os.environ.get("CIFAR10_DATA"):
-        return os.environ["CIFAR10_DATA"]
+        return None
     try:
         return st.secrets.get("CIFAR10_DATA")
     except Exception:  # no secrets file at all is the normal case

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import keras  # the seed script leaves TensorFlow's defaults alone (oneDNN off on this CPU)
+    import keras  # the seed script leaves TensorFlow's defaults alone (oneDNN is off by default on AMD CPUs)
     from keras import layers
 
     from cifar.data import load_data

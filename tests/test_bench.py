@@ -1,0 +1,46 @@
+"""Smoke tests of the benchmark scripts: they run end to end at a tiny size and print their verdicts.
+
+Timings and ratios on a shared CI machine mean nothing, so these never check a time or a ratio,
+only that each script finishes, reports both sides and fails loudly when a side fails.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--train-size", "300"]  # a few steps: enough to exercise every path in seconds
+
+
+def bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bench_train_speed_smoke_prints_both_sides_and_the_ratio_lines(tiny_archive):
+    result = bench("train_speed.py", "--data", str(tiny_archive), *TINY, "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^seed script\s+[\d,]+\s+[\d,]+\s+[01]\.\d{4}$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^our core\s+[\d,]+\s+[\d,]+\s+[01]\.\d{4}$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^speed ratio \(ours / seed\): \d+\.\d\dx$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^accuracy difference \(ours - seed\): [+-]\d+\.\d points$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_bench_time_to_accuracy_smoke_prints_both_runs_and_a_verdict(tiny_archive):
+    result = bench("time_to_accuracy.py", "--data", str(tiny_archive), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^seed script, 1st epoch\s+[\d.]+ s\s+[01]\.\d{4}", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^quick demo, whole command\s+[\d.]+ s\s+[01]\.\d{4}", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^quick reached >= 60% in less time than the seed's first epoch: (yes|no \(.+\))$",
+                     result.stdout, re.MULTILINE), result.stdout
+
+
+def test_bench_train_speed_exits_non_zero_with_the_error_when_a_side_fails(tmp_path):
+    broken = tmp_path / "cifar-10-python.tar.gz"
+    broken.write_bytes(b"not a gzip archive")
+    result = bench("train_speed.py", "--data", str(broken), *TINY, "--epochs", "1")
+    assert result.returncode != 0
+    assert "seed script failed" in result.stderr and "DataError" in result.stderr
+    assert "speed ratio" not in result.stdout

@@ -1,0 +1,340 @@
+"""The app end to end in a real browser: a Streamlit server driven through Chromium by Playwright.
+
+One server serves the whole module, on synthetic data the tests write themselves. It has one
+training slot, so every test that trains first waits for (or stops) whatever runs before it.
+Screenshots go to $SCREENSHOT_DIR if set, else to a pytest temporary folder (printed with -s).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from PIL import Image
+
+from tests.synthetic import CIFAR10_CLASSES, learnable_images, write_archive
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                reason=f"no Chromium at {CHROMIUM} (install Debian's chromium or set CHROMIUM_PATH)")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+DESKTOP = {"width": 1280, "height": 720}
+PHONE = {"width": 390, "height": 844}
+SEEDED_RUN = "seeded-by-cli"  # a finished run written before the server starts, for tests that need a model
+# Two cores shared by TensorFlow, Chromium and whatever else runs: waits are generous, and
+# the tests still finish as soon as the page is ready.
+SERVER_START_SECONDS = 60
+FIRST_CURVE_MS = 180_000
+RUN_END_MS = 240_000
+CURVE_POINTS_JS = """() => {
+    const plot = document.querySelector('.js-plotly-plot');
+    return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6000 training images: at batch size 32 an epoch is about a dozen curve points and several seconds."""
+    train = learnable_images(6000, seed=0)
+    test = learnable_images(300, seed=1)
+    return write_archive(tmp_path_factory.mktemp("browser_cifar"), train, test, CIFAR10_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory, browser_archive: Path) -> Path:
+    """The server's runs folder, holding one small run trained by the CLI so a model exists from the start."""
+    runs = tmp_path_factory.mktemp("browser_runs")
+    environment = {key: value for key, value in os.environ.items() if key != "CIFAR10_DATA"}
+    result = subprocess.run([sys.executable, "-m", "cifar", "train", "--epochs", "1", "--train-size", "1000",
+                             "--data", str(browser_archive), "--out", str(runs / SEEDED_RUN)],
+                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return runs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def health(url: str) -> str:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def app_url(browser_archive: Path, runs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    environment = {**os.environ, "CIFAR10_DATA": str(browser_archive), "CIFAR_RUNS_DIR": str(runs_dir)}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                   "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                                  cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while health(url) != "ok":
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Streamlit server did not become healthy:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ["SCREENSHOT_DIR"]) if os.environ.get("SCREENSHOT_DIR") else tmp_path_factory.mktemp("shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots in {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator["sync_api.Browser"]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser) -> Iterator["sync_api.BrowserContext"]:
+    """A fresh browser profile per test: its own Streamlit sessions, nothing cached from other tests."""
+    fresh = browser.new_context(viewport=DESKTOP)
+    fresh.set_default_timeout(30_000)
+    yield fresh
+    fresh.close()
+
+
+@pytest.fixture
+def page(context) -> "sync_api.Page":
+    return context.new_page()
+
+
+def open_app(page, url: str) -> float:
+    """Go to url and wait for the controls; returns the seconds from navigation to a visible Train button."""
+    started = time.perf_counter()
+    page.goto(url)
+    expect(train_button(page)).to_be_visible(timeout=60_000)
+    return time.perf_counter() - started
+
+
+def train_button(page):
+    return page.locator(".st-key-train button")
+
+
+def stop_button(page):
+    return page.locator(".st-key-stop button")
+
+
+def assert_no_traceback(page) -> None:
+    assert "Traceback" not in page.locator("body").inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def run_id_in(url: str) -> str:
+    match = re.search(r"[?&]run=([A-Za-z0-9_-]+)", url)
+    assert match, f"no run id in {url}"
+    return match.group(1)
+
+
+def curve_points(page) -> int:
+    """Points on the live chart's first trace (the training loss every few batches).
+
+    While a run trains, the live curves are the page's only Plotly chart: the results tabs
+    hold charts only once the run is saved.
+    """
+    return page.evaluate(CURVE_POINTS_JS)
+
+
+def wait_for_first_curve_point(page) -> None:
+    page.wait_for_function(f"({CURVE_POINTS_JS})() > 0", timeout=FIRST_CURVE_MS, polling=100)
+
+
+def wait_until_idle(page, url: str) -> None:
+    """Open the app; if a run is training, stop it and wait until the server's slot is free."""
+    open_app(page, url)
+    if stop_button(page).is_enabled():
+        stop_button(page).click()
+    expect(stop_button(page)).to_be_disabled(timeout=RUN_END_MS)
+
+
+def set_epochs(page, epochs: int) -> None:
+    slider = page.locator(".st-key-epochs input[type=range]")
+    slider.focus()
+    page.keyboard.press("Home")
+    for _ in range(epochs - 1):
+        page.keyboard.press("ArrowRight")
+    expect(slider).to_have_value(str(epochs))
+    # the value reaches the server on a rerun; wait for the page to settle before pressing Train
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=30_000)
+
+
+def start_training(page) -> float:
+    """Press Train and wait for the run id in the address; returns the perf_counter time of the click."""
+    clicked = time.perf_counter()
+    train_button(page).click()
+    expect(page).to_have_url(re.compile(r"[?&]run="), timeout=30_000)
+    return clicked
+
+
+def test_first_paint_shows_the_controls(page, app_url, screenshots):
+    seconds = open_app(page, app_url)
+    print(f"\nfirst paint: Train button visible {seconds:.2f} s after navigation")
+    expect(page.get_by_role("heading", name="Watch a ConvNet learn")).to_be_visible()
+    for key in ("preset", "epochs", "conv_dropout", "dense_dropout"):
+        expect(page.locator(f".st-key-{key}")).to_be_visible()
+    page.screenshot(path=screenshots / "01-first-paint.png")
+    assert_no_traceback(page)
+
+
+def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, screenshots):
+    wait_until_idle(page, app_url)
+    set_epochs(page, 3)
+    clicked = start_training(page)
+    progress = page.locator('[data-testid="stProgress"]')
+    expect(progress).to_contain_text("Training…", timeout=FIRST_CURVE_MS)
+    first_batch = time.perf_counter() - clicked
+    wait_for_first_curve_point(page)
+    first_point = time.perf_counter() - clicked
+    print(f"\nTrain click to 'Training…' progress: {first_batch:.2f} s; to the first curve point: {first_point:.2f} s")
+    page.screenshot(path=screenshots / "02-training-live.png")
+
+    # Count the plotted points on successive polls while the page still says it is training,
+    # so the final results chart (drawn after the run) cannot stand in for a live update.
+    seen = [curve_points(page)]
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline:
+        status = progress.all_inner_texts()
+        points = curve_points(page)
+        if not status or "Training…" not in status[0]:
+            break
+        if points > seen[-1]:
+            seen.append(points)
+        time.sleep(0.2)
+    assert len(seen) >= 3, f"the live curve grew only through {seen} point counts before training ended"
+    assert seen == sorted(seen)
+    assert_no_traceback(page)
+
+    expect(page.get_by_text("Test accuracy")).to_be_visible(timeout=RUN_END_MS)
+    expect(page.get_by_text("Trained 3 epochs")).to_be_visible()
+    expect(stop_button(page)).to_be_disabled()
+    page.screenshot(path=screenshots / "03-results.png")
+    assert_no_traceback(page)
+
+
+def test_stop_ends_the_run_and_keeps_its_results(page, app_url, screenshots):
+    wait_until_idle(page, app_url)
+    start_training(page)  # the seed recipe's 20 epochs: far longer than the test waits
+    wait_for_first_curve_point(page)
+    expect(stop_button(page)).to_be_enabled()
+    pressed = time.perf_counter()
+    stop_button(page).click()
+    expect(page.get_by_text(re.compile("Stopped by request"))).to_be_visible(timeout=60_000)
+    print(f"\nStop click to the stopped run's results: {time.perf_counter() - pressed:.2f} s")
+    expect(page.get_by_text("Test accuracy")).to_be_visible()
+    expect(stop_button(page)).to_be_disabled()
+    page.screenshot(path=screenshots / "06-stopped.png")
+    assert_no_traceback(page)
+
+
+def test_a_refresh_and_a_second_tab_come_back_to_the_running_job(page, context, app_url):
+    wait_until_idle(page, app_url)
+    start_training(page)
+    run_id = run_id_in(page.url)
+    wait_for_first_curve_point(page)
+    before_reload = curve_points(page)
+
+    page.reload()
+    expect(train_button(page)).to_be_visible(timeout=60_000)
+    assert run_id_in(page.url) == run_id
+    page.wait_for_function(f"({CURVE_POINTS_JS})() > {before_reload}", timeout=FIRST_CURVE_MS, polling=200)
+    assert_no_traceback(page)
+
+    second = context.new_page()
+    open_app(second, app_url)
+    expect(second).to_have_url(re.compile(rf"[?&]run={run_id}\b"), timeout=30_000)
+    wait_for_first_curve_point(second)
+    train_button(second).click()
+    expect(second.locator('[data-testid="stSidebar"]').get_by_text("already in progress")).to_be_visible()
+    assert run_id_in(second.url) == run_id
+    assert_no_traceback(second)
+
+    stop_button(page).click()  # leave the training slot free for the next test
+    expect(page.get_by_text(re.compile("Stopped by request"))).to_be_visible(timeout=RUN_END_MS)
+    assert_no_traceback(page)
+
+
+def test_uploaded_pictures_get_probabilities_and_a_broken_file_an_error(page, app_url, screenshots, tmp_path):
+    picture = tmp_path / "stripes.png"
+    images, _ = learnable_images(1, seed=5)
+    Image.fromarray(images[0]).resize((320, 240)).save(picture)
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("these are my notes, not a picture\n")
+
+    open_app(page, f"{app_url}/?run={SEEDED_RUN}")
+    expect(page.get_by_text("Test accuracy")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Your pictures").click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    file_input = page.locator(".st-key-upload input[type=file]")
+
+    file_input.set_input_files(picture)
+    expect(panel.get_by_text("stripes.png").first).to_be_visible()
+    expect(panel.get_by_text("What the network sees")).to_be_visible(timeout=60_000)
+    expect(panel.locator(".js-plotly-plot")).to_have_count(1, timeout=60_000)
+    probabilities = panel.locator(".js-plotly-plot").evaluate("plot => plot.data[0].x")
+    assert len(probabilities) == len(CIFAR10_CLASSES)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+
+    file_input.set_input_files(not_a_picture)
+    expect(panel.get_by_text("notes.png").first).to_be_visible()
+    error = panel.locator('[data-testid="stAlertContentError"]')
+    expect(error).to_contain_text("not a picture we can read", timeout=60_000)
+    expect(panel.locator(".js-plotly-plot")).to_have_count(1)
+    expect(panel.get_by_text("stripes.png").first).to_be_visible()
+    page.screenshot(path=screenshots / "04-upload.png")
+    assert_no_traceback(page)
+
+
+def test_a_phone_shows_the_train_control_without_sideways_scrolling(browser, app_url, screenshots):
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = phone.new_page()
+        page.goto(app_url)
+        expect(page.get_by_role("heading", name="Watch a ConvNet learn")).to_be_visible(timeout=60_000)
+        page.screenshot(path=screenshots / "05-phone.png")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
+        if not train_button(page).is_visible():
+            page.locator('[data-testid="stExpandSidebarButton"]').click()
+        expect(train_button(page)).to_be_visible()
+        expect(train_button(page)).to_be_in_viewport()
+        page.screenshot(path=screenshots / "05-phone-sidebar.png")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
+        assert_no_traceback(page)
+    finally:
+        phone.close()
