@@ -23,6 +23,8 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from cifar.backend import release_freed_memory
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"  # as in Keras
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -104,7 +106,9 @@ def load_data(
     if progress is not None:
         progress({"event": "loading", "source": str(source)})
     with _open_copy(source) as files:
-        return _read_copy(files)
+        loaded = _read_copy(files)
+    release_freed_memory()
+    return loaded
 
 
 def keras_datasets_dir() -> Path:

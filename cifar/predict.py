@@ -1,30 +1,35 @@
 """Class probabilities for images the model has never seen, and the top-k helper."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-
-from cifar.backend import keras_module
 
 if TYPE_CHECKING:
     import keras
 
 
-def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """(N, 32, 32, 3) uint8 pixels (or one such image) to (N, num_classes) probabilities."""
+def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: int = 128,
+                          stop: Optional[threading.Event] = None) -> Optional[np.ndarray]:
+    """(N, 32, 32, 3) uint8 pixels (or one such image) to (N, num_classes) probabilities.
+
+    A chunk at a time straight from numpy: no tensor copy of a whole dataset, and a stop
+    request (if given) is honoured between chunks, returning None.
+    """
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise ValueError(f"expected images of shape (N, 32, 32, 3), got {images.shape}")
-    if len(images) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    # Direct calls avoid predict()'s per-call dataset set-up, which dominates for the handful
-    # of pictures a user uploads.
-    to_numpy = keras_module().ops.convert_to_numpy
-    chunks = [to_numpy(model(images[i : i + batch_size], training=False)) for i in range(0, len(images), batch_size)]
-    return np.concatenate(chunks)
+    probabilities = np.zeros((len(images), model.output_shape[-1]), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        if stop is not None and stop.is_set():
+            return None
+        # predict_on_batch runs Keras's compiled predict function; model.predict would first
+        # build a dataset, which dominates for the few pictures a user uploads.
+        probabilities[start : start + batch_size] = model.predict_on_batch(images[start : start + batch_size])
+    return probabilities
 
 
 def top_k(probabilities: np.ndarray, class_names: list[str], k: int = 3) -> list[list[tuple[str, float]]]:

@@ -7,6 +7,7 @@ students) can read the same run from any point. It never calls Streamlit.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -31,10 +32,12 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
 
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
+    owns_dataset = dataset is None
     if dataset is None:
         emit({"event": "loading", "message": "Loading CIFAR-10…"})
         dataset = load_data(data, progress=emit)
     (x_train, y_train), (x_test, y_test), class_names = dataset
+    train_size = len(x_train) if config.train_size is None else min(len(x_train), config.train_size)
     batches: list[Event] = []
 
     def record(event: Event) -> None:
@@ -43,6 +46,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
         emit(event)
 
     model, result = train_new_model((x_train, y_train), (x_test, y_test), class_names, config, record, stop)
+    if owns_dataset:  # nobody else holds the training images: let testing and saving reuse their memory
+        del dataset, x_train, y_train
+        gc.collect()
     emit({"event": "evaluating", "message": f"Testing on {len(x_test):,} test images…"})
     test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
     out_dir = Path(out_dir)
@@ -50,7 +56,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
     np.save(out_dir / "test_predictions.npy", test.pop("predicted").astype(np.int16))
     metrics = {
         "config": config.to_dict(), "class_names": class_names, "status": result.status, "reason": result.reason,
-        "history": result.history, "batches": batches, "train_size": min(len(x_train), config.train_size or len(x_train)),
+        "history": result.history, "batches": batches, "train_size": train_size,
         "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"],
         "per_class_accuracy": test["per_class_accuracy"], "confusion_matrix": test["confusion_matrix"],
         "images_per_second": result.images_per_second, "train_seconds": result.wall_seconds,
