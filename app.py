@@ -23,7 +23,7 @@ from cifar import charts
 from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError, load_image, to_network_input
-from cifar.runner import JobBoard, TrainingBusy, TrainingJob
+from cifar.runner import JobBoard, TrainingJob
 from cifar.store import ModelFileError, SavedRun, list_runs, open_run
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
@@ -113,15 +113,19 @@ def controls_ui(board: JobBoard) -> tuple[bool, bool]:
 
 
 def start_training(board: JobBoard, config: TrainConfig) -> None:
-    try:
-        job = board.start(config)
-    except TrainingBusy as busy:
-        st.sidebar.warning(str(busy))
-        running = board.active_job()
-        if running is not None:
+    running = board.active_job()
+    if running is None:
+        try:
+            running = board.start(config)
+        except RuntimeError:  # TrainingBusy: someone else pressed Train a moment earlier
+            running = board.active_job()
+        else:
             show_run(running.run_id)
-        return
-    show_run(job.run_id)
+            st.rerun()  # the sidebar was drawn before this run existed: redraw it so Stop is enabled
+    st.sidebar.warning("A training run is already in progress on this server: you are watching it now. "
+                       "Wait for it to finish, or stop it, before starting another.")
+    if running is not None:
+        show_run(running.run_id)
 
 
 def show_run(run_id: str) -> None:

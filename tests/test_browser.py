@@ -39,9 +39,10 @@ SEEDED_RUN = "seeded-by-cli"  # a finished run written before the server starts,
 SERVER_START_SECONDS = 60
 FIRST_CURVE_MS = 180_000
 RUN_END_MS = 240_000
+# Plotly's _fullData holds the traces as drawn, with numpy arrays (sent as base64) already decoded.
 CURVE_POINTS_JS = """() => {
     const plot = document.querySelector('.js-plotly-plot');
-    return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+    return plot && plot._fullData && plot._fullData.length ? plot._fullData[0].x.length : 0;
 }"""
 
 
@@ -86,8 +87,10 @@ def app_url(browser_archive: Path, runs_dir: Path, tmp_path_factory: pytest.Temp
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
     environment = {**os.environ, "CIFAR10_DATA": str(browser_archive), "CIFAR_RUNS_DIR": str(runs_dir)}
     with open(log_path, "w") as log:
+        # No file watcher: an edit to the sources mid-test would otherwise reload modules under a live server.
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                   "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                                   "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                                   "--server.fileWatcherType", "none"],
                                   cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -155,6 +158,11 @@ def stop_button(page):
 def assert_no_traceback(page) -> None:
     assert "Traceback" not in page.locator("body").inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def accuracy_metric(page):
+    """The results' Test accuracy metric (the confusion-matrix chart also says "test accuracy")."""
+    return page.get_by_test_id("stMetricLabel").get_by_text("Test accuracy", exact=True)
 
 
 def run_id_in(url: str) -> str:
@@ -241,7 +249,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     assert seen == sorted(seen)
     assert_no_traceback(page)
 
-    expect(page.get_by_text("Test accuracy")).to_be_visible(timeout=RUN_END_MS)
+    expect(accuracy_metric(page)).to_be_visible(timeout=RUN_END_MS)
     expect(page.get_by_text("Trained 3 epochs")).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
     page.screenshot(path=screenshots / "03-results.png")
@@ -257,7 +265,7 @@ def test_stop_ends_the_run_and_keeps_its_results(page, app_url, screenshots):
     stop_button(page).click()
     expect(page.get_by_text(re.compile("Stopped by request"))).to_be_visible(timeout=60_000)
     print(f"\nStop click to the stopped run's results: {time.perf_counter() - pressed:.2f} s")
-    expect(page.get_by_text("Test accuracy")).to_be_visible()
+    expect(accuracy_metric(page)).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
     page.screenshot(path=screenshots / "06-stopped.png")
     assert_no_traceback(page)
@@ -292,13 +300,13 @@ def test_a_refresh_and_a_second_tab_come_back_to_the_running_job(page, context, 
 
 def test_uploaded_pictures_get_probabilities_and_a_broken_file_an_error(page, app_url, screenshots, tmp_path):
     picture = tmp_path / "stripes.png"
-    images, _ = learnable_images(1, seed=5)
+    images, labels = learnable_images(1, seed=5)
     Image.fromarray(images[0]).resize((320, 240)).save(picture)
     not_a_picture = tmp_path / "notes.png"
     not_a_picture.write_text("these are my notes, not a picture\n")
 
     open_app(page, f"{app_url}/?run={SEEDED_RUN}")
-    expect(page.get_by_text("Test accuracy")).to_be_visible(timeout=60_000)
+    expect(accuracy_metric(page)).to_be_visible(timeout=60_000)
     page.get_by_role("tab", name="Your pictures").click()
     panel = page.locator('[role="tabpanel"]:visible')
     file_input = page.locator(".st-key-upload input[type=file]")
@@ -307,9 +315,10 @@ def test_uploaded_pictures_get_probabilities_and_a_broken_file_an_error(page, ap
     expect(panel.get_by_text("stripes.png").first).to_be_visible()
     expect(panel.get_by_text("What the network sees")).to_be_visible(timeout=60_000)
     expect(panel.locator(".js-plotly-plot")).to_have_count(1, timeout=60_000)
-    probabilities = panel.locator(".js-plotly-plot").evaluate("plot => plot.data[0].x")
+    probabilities = panel.locator(".js-plotly-plot").evaluate("plot => Array.from(plot._fullData[0].x)")
     assert len(probabilities) == len(CIFAR10_CLASSES)
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    assert probabilities.index(max(probabilities)) == labels[0], "the network should name the class the picture shows"
 
     file_input.set_input_files(not_a_picture)
     expect(panel.get_by_text("notes.png").first).to_be_visible()
@@ -317,6 +326,7 @@ def test_uploaded_pictures_get_probabilities_and_a_broken_file_an_error(page, ap
     expect(error).to_contain_text("not a picture we can read", timeout=60_000)
     expect(panel.locator(".js-plotly-plot")).to_have_count(1)
     expect(panel.get_by_text("stripes.png").first).to_be_visible()
+    error.scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "04-upload.png")
     assert_no_traceback(page)
 
@@ -329,10 +339,11 @@ def test_a_phone_shows_the_train_control_without_sideways_scrolling(browser, app
         expect(page.get_by_role("heading", name="Watch a ConvNet learn")).to_be_visible(timeout=60_000)
         page.screenshot(path=screenshots / "05-phone.png")
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
-        if not train_button(page).is_visible():
-            page.locator('[data-testid="stExpandSidebarButton"]').click()
-        expect(train_button(page)).to_be_visible()
-        expect(train_button(page)).to_be_in_viewport()
+        # a narrow screen starts with the sidebar collapsed: slid off to the left, not hidden
+        expand_sidebar = page.get_by_test_id("stExpandSidebarButton")
+        if expand_sidebar.is_visible():
+            expand_sidebar.click()
+        expect(train_button(page)).to_be_in_viewport(timeout=10_000)
         page.screenshot(path=screenshots / "05-phone-sidebar.png")
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
         assert_no_traceback(page)
