@@ -184,30 +184,38 @@ def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
     speed.metric("Images per second", f"{last['images_per_second']:,.0f}")
     remaining.metric("Time left", duration(last["remaining"]) if job.active else "0 s")
     loss.metric("Training loss (smoothed)", f"{charts.smoothed([b['loss'] for b in batches])[-1]:.3f}")
-    st.plotly_chart(charts.learning_curves(batches, history, epochs), key="live_curves", width="stretch")
+    st.plotly_chart(charts.learning_curves(batches, history, epochs), key="live_curves", width="stretch", theme=None)
 
 
 def results_ui(run: SavedRun) -> None:
     metrics = run.metrics
-    st.caption(metrics.get("reason", ""))
+    status, reason = metrics.get("status"), metrics.get("reason", "")
+    if status == "stopped":
+        st.info(f"{reason} The model of the last completed step was tested and saved.")
+    elif status == "diverged":
+        st.warning(reason)
+    else:
+        st.success(reason)
     loss, accuracy, speed, took = st.columns(4)
     loss.metric("Test loss", f"{metrics['test_loss']:.4f}")
     accuracy.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
     speed.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}")
     took.metric("Training time", duration(metrics.get("train_seconds")))
-    epochs = metrics.get("config", {}).get("epochs", len(metrics.get("history", [])))
-    st.plotly_chart(charts.learning_curves(metrics.get("batches", []), metrics.get("history", []), epochs),
-                    key=f"curves_{run.run_id}", width="stretch")
+    batches, history = metrics.get("batches", []), metrics.get("history", [])
+    epochs = metrics.get("config", {}).get("epochs", len(history))
+    trained = max([len(history)] + [batch["progress"] * epochs for batch in batches[-1:]])
+    st.plotly_chart(charts.learning_curves(batches, history, epochs, x_max=max(trained, 1)),
+                    key=f"curves_{run.run_id}", width="stretch", theme=None)
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
         st.caption("Rows are the true classes, columns what the network said. The diagonal is right.")
         st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], metrics["class_names"]),
-                        key=f"confusion_{run.run_id}", width="stretch")
+                        key=f"confusion_{run.run_id}", width="stretch", theme=None)
     with per_class:
         st.subheader("Accuracy per class")
         st.plotly_chart(charts.per_class_accuracy(metrics["per_class_accuracy"]), key=f"per_class_{run.run_id}",
-                        width="stretch")
+                        width="stretch", theme=None)
 
 
 def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
@@ -261,7 +269,19 @@ def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
         picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: a {class_names[y_test[inspected]]}")
         probabilities = predict_probabilities(model, x_test[inspected])[0]
         bars.plotly_chart(charts.class_probabilities(probabilities, class_names, class_names[y_test[inspected]]),
-                          key="inspected_probabilities", width="stretch")
+                          key="inspected_probabilities", width="stretch", theme=None)
+        inside_ui(model, x_test[inspected])
+
+
+def inside_ui(model: Any, pixels: np.ndarray) -> None:
+    """The conv layer's 32 filters and the 32 maps of where each one fires in this picture."""
+    from cifar.inside import conv_filters, feature_maps
+
+    with st.expander("Inside the network: what its 32 filters find in this picture"):
+        filters, maps = st.columns([1, 2])
+        filters.image(conv_filters(model), caption="The 32 learned 3×3 filters (colours stretched)", width="stretch")
+        maps.image(feature_maps(model, pixels), caption="Where each filter fires (after ReLU; bright = strong). "
+                   "The dense layer decides from these maps, pooled to 16×16.", width="stretch")
 
 
 def uploads_ui(model: Any, class_names: Optional[list[str]]) -> None:
@@ -273,19 +293,20 @@ def uploads_ui(model: Any, class_names: Optional[list[str]]) -> None:
         st.info("Train a model or open a saved run to classify your pictures; you can already see what the network would see.")
     for file in files or []:
         st.markdown(f"**{file.name}**")
-        original, seen, bars = st.columns([1, 1, 2])
         try:
             image = load_image(file)
             network_input = to_network_input(image)
         except ImageError as error:
-            original.error(str(error))
+            st.error(str(error))
             continue
+        original, seen, bars = st.columns([1, 1, 2])
         original.image(image, caption=f"Your picture ({image.width}×{image.height})", width="stretch")
         seen.image(pixels_large(network_input), caption="What the network sees: 32×32 pixels", width="stretch")
         if model is not None and class_names is not None:
             probabilities = predict_probabilities(model, network_input)[0]
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
-                              width="stretch")
+                              width="stretch", theme=None)
+            inside_ui(model, network_input)
 
 
 def saved_runs_ui(current: Optional[str]) -> None:
@@ -329,16 +350,19 @@ def main() -> None:
         board.active_job().stop()
     if train:
         start_training(board, config)
-    st.title("Watch a ConvNet learn")
-    st.caption("The classic Keras CIFAR-10 network: one 3×3 convolution layer with 32 filters, max pooling, a 512-unit "
-               "dense layer and dropout. Set it up on the left, press Train, and watch it learn.")
+    st.markdown("## Watch a ConvNet learn")
+    with st.expander("What is this network?"):
+        st.markdown("The classic Keras CIFAR-10 ConvNet: a 3×3 convolution layer with 32 filters looks at every "
+                    "patch of the 32×32 picture, max pooling halves the picture, a 512-unit dense layer combines "
+                    "everything, and a softmax gives a probability for each of the 10 classes. Dropout switches "
+                    "units off at random while training so the network cannot memorise the training pictures. "
+                    "Set it up on the left, press **Train**, and watch it learn.")
     run_id = current_run_id(board)
     job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset gives a good model in about a minute.")
     elif job is not None and (job.active or run is None):
-        st.subheader("Training" if job.active else "Last run")
         st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
     model, class_names = run_model(run)
     results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"])

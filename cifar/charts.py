@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 FONT = dict(size=15)  # readable from the back of a classroom
+TEMPLATE = "plotly_white"
 
 
 def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
@@ -23,8 +24,14 @@ def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
     return result
 
 
-def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int) -> go.Figure:
-    """Loss and accuracy against epochs: every few batches (raw, faint, and smoothed) and per epoch."""
+def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
+                    x_max: float | None = None) -> go.Figure:
+    """Loss and accuracy against epochs: every few batches (raw, faint, and smoothed) and per epoch.
+
+    The x axis spans x_max epochs: all planned epochs while training, so the curve's progress
+    shows; only those trained for a finished or stopped run, so it fills the chart.
+    """
+    x_max = x_max or max(1, epochs)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
                            horizontal_spacing=0.1)
     x = [batch["progress"] * epochs for batch in batches]
@@ -48,10 +55,10 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
                                         line=dict(color=VALIDATION_COLOUR, width=2.5), name="validation (test set), per epoch",
                                         legendgroup="val", showlegend=column == 1,
                                         hovertemplate="epoch %{x}<br>%{y:.3f}<extra>validation</extra>"), row=1, col=column)
-        figure.update_xaxes(title_text="epoch", range=[0, max(1, epochs) * 1.02], row=1, col=column)
+        figure.update_xaxes(title_text="epoch", range=[0, x_max * 1.02], row=1, col=column)
     figure.update_yaxes(rangemode="tozero", row=1, col=1)
     figure.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
-    figure.update_layout(height=400, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision="curves",
+    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, template=TEMPLATE, uirevision="curves",
                          legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="x unified")
     return figure
 
@@ -65,7 +72,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) ->
         hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of the %{y}s)<extra></extra>",
         colorbar=dict(title="share of row", tickformat=".0%"),
     ))
-    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT,
+    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
                          xaxis=dict(title="predicted class", side="bottom"),
                          yaxis=dict(title="true class", autorange="reversed"))
     return figure
@@ -77,7 +84,7 @@ def per_class_accuracy(accuracy_by_class: dict[str, float]) -> go.Figure:
     figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=TRAIN_COLOUR,
                               text=[f"{value:.0%}" for value in values], textposition="auto",
                               hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    figure.update_layout(height=max(260, 28 * len(names)), margin=dict(l=10, r=10, t=10, b=10), font=FONT,
+    figure.update_layout(height=max(260, 28 * len(names)), margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
                          xaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"),
                          yaxis=dict(autorange="reversed"))
     return figure
@@ -92,6 +99,6 @@ def class_probabilities(probabilities: Sequence[float], class_names: list[str], 
     figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
                               text=[f"{value:.0%}" for value in values], textposition="outside", cliponaxis=False,
                               hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    figure.update_layout(height=max(240, 26 * len(values)), margin=dict(l=10, r=40, t=10, b=10), font=FONT,
+    figure.update_layout(height=max(240, 26 * len(values)), margin=dict(l=10, r=40, t=10, b=10), font=FONT, template=TEMPLATE,
                          xaxis=dict(range=[0, 1.1], tickformat=".0%", showgrid=False), yaxis=dict(autorange="reversed"))
     return figure
