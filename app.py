@@ -259,9 +259,10 @@ def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
         with columns[position % 8]:
             right = predicted[index] == y_test[index]
             st.image(pixels_large(x_test[index], 96), width="stretch")
-            st.caption(f"{'✅' if right else '❌'} **{class_names[predicted[index]]}**  \ntrue: {class_names[y_test[index]]}")
+            # The button sits right under the equal-sized picture, so a row's buttons line up.
             if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
                 st.session_state.inspected = int(index)
+            st.caption(f"{'✅' if right else '❌'} **{class_names[predicted[index]]}**  \ntrue: {class_names[y_test[index]]}")
     inspected = st.session_state.get("inspected")
     if inspected is not None and inspected < len(x_test):
         st.divider()
@@ -343,6 +344,8 @@ def run_model(run: Optional[SavedRun]) -> tuple[Any, Optional[list[str]]]:
 
 def main() -> None:
     st.set_page_config(page_title="Watch a ConvNet learn", page_icon="🧠", layout="wide")
+    # Less empty space above the title, so the live curves fit a 1280x720 projector without scrolling.
+    st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
     board = job_board()
     config = run_setup_ui()
     train, stop = controls_ui(board)

@@ -67,23 +67,26 @@ def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> Arra
 
 
 def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> "tf.data.Dataset":
-    """Endless shuffled batches gathered straight from the uint8 arrays.
+    """One epoch of shuffled batches gathered straight from the uint8 arrays; a new order each epoch.
 
     Handing Keras the arrays themselves makes it copy the whole training set into a tensor
     (about 300 MB for CIFAR-10); gathering each batch from numpy costs microseconds and no copy.
-    Every epoch has its own permutation, drawn from the run's seed.
+    The dataset is finite, with its length declared, so Keras starts each epoch on a fresh
+    iterator and a group of steps never runs past an epoch's last batch into the next epoch.
     """
     tf = tensorflow_module()
+    epochs = itertools.count()
 
-    def generate():
-        for epoch in itertools.count():
-            order = np.random.default_rng([seed, epoch]).permutation(len(x))
-            for start in range(0, len(x), batch_size):
-                picked = order[start : start + batch_size]
-                yield x[picked], y[picked]
+    def one_epoch():
+        order = np.random.default_rng([seed, next(epochs)]).permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            picked = order[start : start + batch_size]
+            yield x[picked], y[picked]
 
     signature = (tf.TensorSpec((None, *x.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int32))
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(4)
+    batches = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+    steps = math.ceil(len(x) / batch_size)
+    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(4)
 
 
 def loss_and_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 128,
@@ -127,7 +130,7 @@ def _make_reporter(**kwargs: Any) -> "keras.callbacks.Callback":
         def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
             now = time.perf_counter()
             self.train_seconds += now - self.chunk_started
-            step = batch + 1
+            step = min(batch + 1, self.steps_per_epoch)  # Keras numbers an epoch's last group of steps as if full
             images_in_epoch = min(step * self.batch_size, self.train_size)
             images_before = min(self.last_step * self.batch_size, self.train_size)
             new_images = images_in_epoch - images_before
@@ -200,7 +203,7 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
                               eval_batch_size=config.eval_batch_size)
     if not stop.is_set():
         model.fit(shuffled_batches(x_train, y_train, config.batch_size, config.seed), epochs=config.epochs,
-                  steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=[reporter], verbose=0)
+                  shuffle=False, callbacks=[reporter], verbose=0)
     else:
         reporter.status, reporter.reason = "stopped", "Stopped by request before the first step."
     result = TrainResult(

@@ -1,6 +1,7 @@
 """Training streams events, learns, stops on request, is deterministic and guards against NaN."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -38,14 +39,22 @@ def test_training_on_learnable_data_lowers_the_loss_and_reaches_high_accuracy(le
     assert evaluate(model, *test, CIFAR10_CLASSES)["test_accuracy"] > 0.9
 
 
-def test_the_per_step_loss_reported_is_the_mean_of_the_steps_since_the_last_event(learnable):
+@pytest.mark.parametrize("batch_size", [32, 128])
+def test_the_per_step_loss_reported_is_the_mean_of_the_steps_since_the_last_event(learnable, batch_size):
     train, _ = learnable
+    size = 1100  # 35 and 9 steps an epoch: neither a whole number of Keras's groups of steps
     events = []
-    fit(build_model(10), train, TrainConfig(epochs=1, validation="none"), on_event=events.append)
-    batches = [e for e in events if e["event"] == "batch"]
-    sizes = np.diff([0] + [min(b["step"] * 32, 1200) for b in batches])
-    # The chunk means, weighted by their image counts, must add back up to Keras's epoch mean.
-    assert np.average([b["loss"] for b in batches], weights=sizes) == pytest.approx(batches[-1]["epoch_loss"], rel=1e-4)
+    fit(build_model(10), (train[0][:size], train[1][:size]), TrainConfig(epochs=2, batch_size=batch_size, validation="none"),
+        on_event=events.append)
+    for epoch in (1, 2):
+        batches = [e for e in events if e["event"] == "batch" and e["epoch"] == epoch]
+        assert batches[-1]["step"] == math.ceil(size / batch_size)
+        sizes = np.diff([0] + [min(b["step"] * batch_size, size) for b in batches])
+        assert all(b["loss"] > 0 and 0 <= b["accuracy"] <= 1 for b in batches)
+        # The chunk means, weighted by their image counts, must add back up to Keras's epoch mean.
+        assert np.average([b["loss"] for b in batches], weights=sizes) == pytest.approx(batches[-1]["epoch_loss"], rel=1e-4)
+        assert np.average([b["accuracy"] for b in batches], weights=sizes) == pytest.approx(batches[-1]["epoch_accuracy"], abs=1e-4)
+    assert [e["progress"] for e in events if e["event"] == "batch"][-1] == pytest.approx(1.0)
 
 
 def test_evaluate_reports_what_keras_evaluate_reports(learnable):
