@@ -31,7 +31,7 @@ POLL_SECONDS = 0.7  # how often the live view asks the job for news while it tra
 GALLERY_SIZE = 24
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
-               "optimizer", "schedule")
+               "optimizer", "schedule", "flip")
 
 
 @contextmanager
@@ -84,7 +84,7 @@ def run_setup_ui() -> TrainConfig:
         fill_from_preset()
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network trained with Adam "
-                          "and larger batches, a good model in about a minute. No dropout: watch it overfit.")
+                          "and larger batches, about 60% test accuracy in four epochs. No dropout: watch it overfit.")
     st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
@@ -99,6 +99,8 @@ def run_setup_ui() -> TrainConfig:
                         help="The same seed and settings train the same model.")
         st.selectbox("Optimizer", ["sgd", "adam"], key="optimizer", format_func=str.upper)
         st.selectbox("Learning-rate schedule", ["constant", "cosine"], key="schedule")
+        st.checkbox("Mirror training pictures at random", key="flip",
+                    help="Data augmentation: each epoch, half the training pictures are flipped left to right.")
     values = {key: st.session_state[key] for key in CONFIG_KEYS}
     values["train_size"] = None if values["train_size"] >= 50_000 else int(values["train_size"])
     return TrainConfig(**values)
@@ -364,7 +366,7 @@ def main() -> None:
     job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
     if run_id is None:
-        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset gives a good model in about a minute.")
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in four short epochs.")
     elif job is not None and (job.active or run is None):
         st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
     model, class_names = run_model(run)

@@ -63,14 +63,16 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=None, help="train on this many images (default: all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="seed/ours pairs to run; medians are reported")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first round's seed; round k uses seed + k - 1")
     args = parser.parse_args()
     data = data_from(args, parser)
-    shared = recipe_args(data, args.epochs, args.train_size, args.seed)
 
     scripts = {"seed script": BENCH / "seed_recipe.py", "our core": BENCH / "core_recipe.py"}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scripts}
     for round_number in range(1, args.rounds + 1):
+        # Each round has its own seed, shared by both sides: the medians then average over
+        # initialisations and batch orders instead of repeating one draw.
+        shared = recipe_args(data, args.epochs, args.train_size, args.seed + round_number - 1)
         # Alternating, so a slow spell on a shared machine hits both sides rather than one.
         for name, script in scripts.items():
             print(f"round {round_number}/{args.rounds}: {name}…", file=sys.stderr, flush=True)

@@ -66,7 +66,7 @@ def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> Arra
 
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> "tf.data.Dataset":
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, flip: bool = False) -> "tf.data.Dataset":
     """One epoch of shuffled batches gathered straight from the uint8 arrays; a new order each epoch.
 
     Handing Keras the arrays themselves makes it copy the whole training set into a tensor
@@ -78,10 +78,15 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     epochs = itertools.count()
 
     def one_epoch():
-        order = np.random.default_rng([seed, next(epochs)]).permutation(len(x))
+        rng = np.random.default_rng([seed, next(epochs)])
+        order = rng.permutation(len(x))
         for start in range(0, len(x), batch_size):
             picked = order[start : start + batch_size]
-            yield x[picked], y[picked]
+            images = x[picked]  # a copy, so mirroring it leaves the dataset alone
+            if flip:
+                mirrored = rng.random(len(picked)) < 0.5
+                images[mirrored] = images[mirrored, :, ::-1]
+            yield images, y[picked]
 
     signature = (tf.TensorSpec((None, *x.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int32))
     batches = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
@@ -202,7 +207,7 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
                               batch_size=config.batch_size, train_size=len(x_train), validation=validation,
                               eval_batch_size=config.eval_batch_size)
     if not stop.is_set():
-        model.fit(shuffled_batches(x_train, y_train, config.batch_size, config.seed), epochs=config.epochs,
+        model.fit(shuffled_batches(x_train, y_train, config.batch_size, config.seed, config.flip), epochs=config.epochs,
                   shuffle=False, callbacks=[reporter], verbose=0)
     else:
         reporter.status, reporter.reason = "stopped", "Stopped by request before the first step."

@@ -124,3 +124,19 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_a_clear_reason(learnable):
     assert "loss became nan" in result.reason.lower() and "learning rate" in result.reason
     assert result.history == []  # it stopped in the first epoch instead of running all five
     assert events[-1] == {"event": "end", "status": "diverged", "reason": result.reason}
+
+
+def test_flipping_mirrors_about_half_the_pictures_and_leaves_the_dataset_alone(learnable):
+    from cifar.train import shuffled_batches
+
+    (x, y), _ = learnable
+    x, y = x[:256], y[:256]
+    original = x.copy()
+    images, labels = next(iter(shuffled_batches(x, y, batch_size=256, seed=0, flip=True)))
+    images, labels = np.asarray(images), np.asarray(labels)
+    order = np.random.default_rng([0, 0]).permutation(256)
+    same = np.all(images == x[order], axis=(1, 2, 3))
+    mirrored = np.all(images == x[order][:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and 80 < mirrored.sum() < 176
+    np.testing.assert_array_equal(labels, y[order])
+    np.testing.assert_array_equal(x, original)
