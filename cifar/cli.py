@@ -76,7 +76,8 @@ class ProgressBars:
                 self._draw(f"Downloading CIFAR-10 {self._bar(event['bytes_done'] / total)} {event['bytes_done'] / 1e6:.0f}/{total / 1e6:.0f} MB")
         elif kind == "start":
             self.epochs = event["epochs"]
-            print(f"Training on {event['train_size']:,} images, {event['epochs']} epochs of {event['steps_per_epoch']} steps", file=self.stream)
+            epochs = f"{event['epochs']} epoch{'s' if event['epochs'] != 1 else ''}"
+            print(f"Training on {event['train_size']:,} images, {epochs} of {event['steps_per_epoch']} steps", file=self.stream)
         elif kind == "batch" and self.live and time.monotonic() - self.last_draw > 0.2:
             fraction = event["step"] / event["steps_per_epoch"]
             self._draw(f"Epoch {event['epoch']}/{self.epochs} {self._bar(fraction)} loss {event['epoch_loss']:.4f} "

@@ -1,7 +1,10 @@
 """The app's flows through Streamlit's AppTest, against a generated tiny archive named by CIFAR10_DATA."""
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
+import threading
 import time
 from pathlib import Path
 
@@ -202,3 +205,49 @@ def test_pressing_train_while_a_run_is_active_says_so(runs_dir):
         time.sleep(0.5)
         teacher.run()
     assert list_runs(runs_dir)[0].metrics["status"] == "stopped"
+
+
+class SlowArchive(http.server.BaseHTTPRequestHandler):
+    """Serves one archive slowly, as a first download over a real network would arrive."""
+
+    payload = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        for start in range(0, len(self.payload), 16_384):
+            self.wfile.write(self.payload[start : start + 16_384])
+            time.sleep(0.05)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_first_download_shows_its_progress(runs_dir, tiny_archive, monkeypatch, tmp_path):
+    import cifar.data
+
+    SlowArchive.payload = tiny_archive.read_bytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowArchive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("CIFAR10_DATA")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(cifar.data, "CIFAR10_URL", f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar.data, "CIFAR10_SHA256", hashlib.sha256(SlowArchive.payload).hexdigest())
+    monkeypatch.setattr(cifar.data, "DOWNLOAD_CHUNK_BYTES", 16_384)
+    try:
+        at = new_app()
+        at.slider(key="epochs").set_value(1).run()
+        at.button(key="train").click().run()
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(m.label == "Test accuracy" for m in at.metric):
+            time.sleep(0.3)
+            at.run()
+            seen += [bar.proto.text for bar in at.get("progress") if bar.proto.text.startswith("Downloading CIFAR-10")]
+        assert not at.exception and not at.error
+        assert seen, "the download's progress never showed"
+        assert (tmp_path / "keras" / "datasets" / "cifar-10-python.tar.gz").is_file()
+        assert any(m.label == "Test accuracy" for m in at.metric)
+    finally:
+        server.shutdown()
