@@ -153,6 +153,16 @@ def duration(seconds: Optional[float]) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def live_curves(run_id: str, event_count: int, _events: tuple, epochs: int) -> Any:
+    """The live figure, built once per new event and shared by every viewer: a classroom of
+    students polling the same run costs one figure build, not thirty."""
+    batches = [e for e in _events if e["event"] == "batch"]
+    history = [{k: v for k, v in e.items() if k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
+               for e in _events if e["event"] == "epoch"]
+    return charts.learning_curves(batches, history, epochs)
+
+
 def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
     """The run as it trains: progress, speed, time left and the learning curves, redrawn every poll."""
     job = board.get(run_id)
@@ -162,8 +172,6 @@ def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
         st.rerun()  # the run just ended: redraw the whole page with its results
     events = job.events_since(0)
     batches = [e for e in events if e["event"] == "batch"]
-    history = [{k: v for k, v in e.items() if k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
-               for e in events if e["event"] == "epoch"]
     latest = events[-1] if events else {"event": "starting"}
     if job.state == "failed":
         st.error(job.error)
@@ -186,7 +194,7 @@ def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
     speed.metric("Images per second", f"{last['images_per_second']:,.0f}")
     remaining.metric("Time left", duration(last["remaining"]) if job.active else "0 s")
     loss.metric("Training loss (smoothed)", f"{charts.smoothed([b['loss'] for b in batches])[-1]:.3f}")
-    st.plotly_chart(charts.learning_curves(batches, history, epochs), key="live_curves", width="stretch", theme=None)
+    st.plotly_chart(live_curves(run_id, len(events), tuple(events), epochs), key="live_curves", width="stretch", theme=None)
 
 
 def results_ui(run: SavedRun) -> None:

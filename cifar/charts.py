@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 FONT = dict(size=15)  # readable from the back of a classroom
 TEMPLATE = "plotly_white"
+MAX_POINTS = 600
 
 
 def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
@@ -22,6 +23,15 @@ def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
         average = weight * average + (1 - weight) * value
         result.append(average / (1 - weight**count))
     return result
+
+
+def thinned(count: int, limit: int = MAX_POINTS) -> list[int]:
+    """Evenly spaced indices, at most about `limit`, always ending with the newest point."""
+    stride = max(1, -(-count // limit))
+    indices = list(range(0, count, stride))
+    if count and indices[-1] != count - 1:
+        indices.append(count - 1)
+    return indices
 
 
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
@@ -34,13 +44,18 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
     x_max = x_max or max(1, epochs)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
                            horizontal_spacing=0.1)
-    x = [batch["progress"] * epochs for batch in batches]
+    # Smoothing runs over every point; the chart gets at most MAX_POINTS of them, which is all a
+    # screen can show and keeps each live update small for a classroom of viewers.
+    shown = thinned(len(batches))
+    x = [batches[i]["progress"] * epochs for i in shown]
     for column, key in ((1, "loss"), (2, "accuracy")):
-        raw = [batch[key] for batch in batches]
+        every = [batch[key] for batch in batches]
+        every_smoothed = smoothed(every)
+        raw, smooth = [every[i] for i in shown], [every_smoothed[i] for i in shown]
         figure.add_trace(go.Scatter(x=x, y=raw, mode="lines", line=dict(color=TRAIN_COLOUR, width=1), opacity=0.25,
                                     name="training, every few batches", legendgroup="raw", showlegend=column == 1,
                                     hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>batches</extra>"), row=1, col=column)
-        figure.add_trace(go.Scatter(x=x, y=smoothed(raw), mode="lines", line=dict(color=TRAIN_COLOUR, width=2.5),
+        figure.add_trace(go.Scatter(x=x, y=smooth, mode="lines", line=dict(color=TRAIN_COLOUR, width=2.5),
                                     name="training, smoothed", legendgroup="smooth", showlegend=column == 1,
                                     hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>smoothed</extra>"), row=1, col=column)
         epochs_done = [entry["epoch"] for entry in history]

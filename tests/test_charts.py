@@ -1,0 +1,49 @@
+"""The figures show the data they are given: smoothing, thinning, confusion matrix, probabilities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifar import charts
+
+
+def test_smoothing_is_debiased_and_calms_noise():
+    assert charts.smoothed([3.0] * 50) == pytest.approx([3.0] * 50)  # no pull towards zero at the start
+    noisy = 1 + np.random.default_rng(0).normal(0, 0.5, 500)
+    calm = charts.smoothed(list(noisy))
+    assert calm[0] == pytest.approx(noisy[0])
+    assert np.std(calm[50:]) < np.std(noisy) / 2
+
+
+def test_thinning_keeps_the_newest_point_and_a_bounded_count():
+    assert charts.thinned(5) == [0, 1, 2, 3, 4]
+    many = charts.thinned(2001, limit=600)
+    assert len(many) <= 602 and many[0] == 0 and many[-1] == 2000
+    assert charts.thinned(0) == []
+
+
+def test_learning_curves_plot_every_epoch_and_reach_the_latest_batch():
+    batches = [{"progress": (i + 1) / 3000, "loss": 2 - i / 3000, "accuracy": i / 3000} for i in range(3000)]
+    history = [{"epoch": 1, "loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.38}]
+    figure = charts.learning_curves(batches, history, epochs=2)
+    traces = {(trace.name, trace.xaxis): trace for trace in figure.data}
+    raw_loss = traces[("training, every few batches", "x")]
+    assert len(raw_loss.x) <= charts.MAX_POINTS + 2 and raw_loss.x[-1] == pytest.approx(2.0)
+    assert raw_loss.y[-1] == pytest.approx(batches[-1]["loss"])
+    validation = traces[("validation (test set), per epoch", "x2")]
+    assert list(validation.y) == [0.38]
+    assert figure.layout.xaxis.range[1] == pytest.approx(2 * 1.02)
+
+
+def test_confusion_matrix_shows_row_shares_and_counts():
+    figure = charts.confusion_matrix([[8, 2], [1, 3]], ["cat", "dog"])
+    heatmap = figure.data[0]
+    np.testing.assert_allclose(heatmap.z, [[0.8, 0.2], [0.25, 0.75]])
+    assert heatmap.customdata.tolist() == [[8, 2], [1, 3]]
+
+
+def test_probabilities_highlight_the_prediction_and_mark_the_truth():
+    figure = charts.class_probabilities([0.1, 0.7, 0.2], ["cat", "dog", "ship"], true_class="ship")
+    bars = figure.data[0]
+    assert list(bars.y) == ["cat", "dog", "ship ✓"]
+    assert bars.marker.color[1] != bars.marker.color[0] == bars.marker.color[2]
