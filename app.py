@@ -393,6 +393,7 @@ def main() -> None:
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
         saved_runs_ui(run_id)
+    board.warm_up()  # after the page is drawn: its controls never wait for TensorFlow
 
 
 if __name__ == "__main__":

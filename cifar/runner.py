@@ -142,6 +142,7 @@ class JobBoard:
         self._lock = threading.Lock()
         self._dataset: Optional[Dataset] = None
         self._dataset_lock = threading.Lock()
+        self._warming: Optional[threading.Thread] = None
 
     def dataset(self, progress: Optional[Callable[[Event], None]] = None) -> Dataset:
         """Load the data once per process; later callers wait for the first and share its arrays."""
@@ -149,6 +150,15 @@ class JobBoard:
             if self._dataset is None:
                 self._dataset = load_data(self.data, progress=progress)
             return self._dataset
+
+    def warm_up(self) -> None:
+        """Import TensorFlow in the background, once, so the first Train does not wait for it."""
+        with self._lock:
+            if self._warming is None:
+                from cifar.backend import keras_module
+
+                self._warming = threading.Thread(target=keras_module, name="import-tensorflow", daemon=True)
+                self._warming.start()
 
     @property
     def dataset_loaded(self) -> bool:
