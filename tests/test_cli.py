@@ -92,3 +92,11 @@ def test_offline_with_no_local_copy_says_how_to_get_the_data(tmp_path, monkeypat
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: Could not download CIFAR-10")
     assert "CIFAR10_DATA" in error[0] and not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_importing_the_app_and_the_package_does_not_load_tensorflow():
+    probe = ("import sys, app, cifar.cli, cifar.runner, cifar.store, cifar.train, cifar.predict, cifar.inside; "
+             "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
