@@ -209,7 +209,9 @@ def test_picture_at_the_limit_is_fast_and_matches_full_decode(photo_at_the_limit
     fast = preprocess_image(photo_at_the_limit)
     elapsed = time.perf_counter() - started
     assert_network_input(fast)
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    # A generous bound, not a benchmark: it only catches a decode that went pathological
+    # (about 0.2 s here; a busy CI machine must not make it flaky).
+    assert elapsed < 5.0, f"took {elapsed:.2f}s"
 
     # The reduced-scale JPEG decode must agree with the slow full-resolution path.
     full = to_network_input(load_image(photo_at_the_limit))
