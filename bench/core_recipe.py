@@ -8,35 +8,23 @@ as bench/seed_recipe.py, then prints one JSON line of the same shape as that scr
 """
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe_run import parse_args, report, training_subset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
     from cifar.backend import keras_module
     from cifar.config import TrainConfig
     from cifar.data import load_data
     from cifar.train import evaluate, train_new_model
 
-    keras = keras_module()  # our CPU settings, before anything else imports TensorFlow
+    keras_module()  # our CPU settings, before anything else imports TensorFlow
     (x_train, y_train), (x_test, y_test), class_names = load_data(args.data)
-    if args.train_size:
-        # The very images seed_recipe.py picks, so a subset comparison is of the same training set.
-        picked = keras.ops.convert_to_numpy(keras.random.shuffle(range(len(x_train)), seed=args.seed)[: args.train_size])
-        x_train, y_train = x_train[picked], y_train[picked]
+    x_train, y_train = training_subset(x_train, y_train, args.train_size, args.seed)
     config = TrainConfig(epochs=args.epochs, seed=args.seed, validation="none")
     # Timed the way seed_recipe.py times model.fit: the whole call, set-up and callbacks included.
     started = time.perf_counter()
@@ -45,14 +33,7 @@ def main() -> None:
     if result.status != "finished":
         sys.exit(f"our core did not finish: {result.reason}")
     test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
-    print(json.dumps({
-        "name": "our core",
-        "images_per_second": len(x_train) * args.epochs / train_seconds,
-        "train_seconds": train_seconds,
-        "test_loss": test["test_loss"],
-        "test_accuracy": test["test_accuracy"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
-    }))
+    report("our core", len(x_train), args.epochs, train_seconds, test["test_loss"], test["test_accuracy"])
 
 
 if __name__ == "__main__":

@@ -8,23 +8,13 @@ training throughput, test accuracy and peak memory, for bench/train_speed.py to 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe_run import parse_args, report, training_subset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
 
     import keras  # the seed script leaves TensorFlow's defaults alone (oneDNN is off by default on AMD CPUs)
     from keras import layers
@@ -33,9 +23,7 @@ def main() -> None:
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test), class_names = load_data(args.data)
-    if args.train_size:
-        picked = keras.random.shuffle(range(len(x_train)), seed=args.seed)[: args.train_size]
-        x_train, y_train = x_train[keras.ops.convert_to_numpy(picked)], y_train[keras.ops.convert_to_numpy(picked)]
+    x_train, y_train = training_subset(x_train, y_train, args.train_size, args.seed)
     num_classes = len(class_names)
     x_train = x_train.astype("float32") / 255  # the seed's float copies
     x_test = x_test.astype("float32") / 255
@@ -57,14 +45,7 @@ def main() -> None:
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
     train_seconds = time.perf_counter() - started
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=128, verbose=0)
-    print(json.dumps({
-        "name": "seed script",
-        "images_per_second": len(x_train) * args.epochs / train_seconds,
-        "train_seconds": train_seconds,
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    report("seed script", len(x_train), args.epochs, train_seconds, test_loss, test_accuracy)
 
 
 if __name__ == "__main__":
