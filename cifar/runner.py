@@ -7,7 +7,6 @@ students) can read the same run from any point. It never calls Streamlit.
 """
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import traceback
@@ -32,7 +31,6 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
 
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
-    owns_dataset = dataset is None
     if dataset is None:
         emit({"event": "loading", "message": "Loading CIFAR-10…"})
         dataset = load_data(data, progress=emit)
@@ -46,9 +44,6 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
         emit(event)
 
     model, result = train_new_model((x_train, y_train), (x_test, y_test), class_names, config, record, stop)
-    if owns_dataset:  # nobody else holds the training images: let testing and saving reuse their memory
-        del dataset, x_train, y_train
-        gc.collect()
     emit({"event": "evaluating", "message": f"Testing on {len(x_test):,} test images…"})
     test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
     out_dir = Path(out_dir)
@@ -160,13 +155,12 @@ class JobBoard:
                 self._warming = threading.Thread(target=keras_module, name="import-tensorflow", daemon=True)
                 self._warming.start()
 
-    @property
-    def dataset_loaded(self) -> bool:
-        return self._dataset is not None
-
     def active_job(self) -> Optional[TrainingJob]:
         with self._lock:
-            return next((job for job in self.jobs.values() if job.active), None)
+            return self._active_job_locked()
+
+    def _active_job_locked(self) -> Optional[TrainingJob]:
+        return next((job for job in self.jobs.values() if job.active), None)
 
     def get(self, run_id: str) -> Optional[TrainingJob]:
         with self._lock:
@@ -176,8 +170,7 @@ class JobBoard:
         from cifar.store import new_run_id
 
         with self._lock:
-            running = next((job for job in self.jobs.values() if job.active), None)
-            if running is not None:
+            if self._active_job_locked() is not None:
                 raise TrainingBusy("A training run is already in progress on this server; watch it, or wait "
                                    "for it to finish before starting another.")
             run_id = new_run_id()
