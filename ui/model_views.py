@@ -12,7 +12,6 @@ import streamlit as st
 from PIL import Image
 
 from cifar import charts
-from cifar.data import DataError
 from cifar.images import ImageError, load_image, to_network_input
 from cifar.runner import JobBoard
 from cifar.store import SavedRun
@@ -67,12 +66,8 @@ def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
 def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
     from cifar.predict import predict_probabilities
 
-    try:
-        with st.spinner("Loading the test images…"):
-            _, (x_test, y_test), class_names = board.dataset()
-    except DataError as error:
-        st.error(str(error))
-        return
+    with st.spinner("Loading the test images…"):  # a DataError here is shown by the tab's shown_as_error
+        _, (x_test, y_test), class_names = board.dataset()
     predictions_file = run.folder / "test_predictions.npy"
     predicted = np.load(predictions_file) if predictions_file.is_file() else predict_probabilities(model, x_test).argmax(1)
     if len(predicted) != len(y_test):
