@@ -1,8 +1,8 @@
-"""The seed ConvNet, layer for layer as in the tutorial, plus its optimizer.
+"""The seed ConvNet, layer for layer as in the tutorial.
 
 The one deliberate addition is the first layer: the model takes raw uint8 pixels and scales
 them to [0, 1] itself, so the dataset stays uint8 in memory and a saved model takes pixels
-as any image gives them.
+as any image gives them. Its loss and optimizer live in the training step (cifar/steps.py).
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from cifar.backend import keras_module
 
 if TYPE_CHECKING:
     import keras
-
-    from cifar.config import TrainConfig
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -36,24 +34,3 @@ def build_model(num_classes: int, conv_dropout: float = 0.2, dense_dropout: floa
         name="cifar_convnet",
     )
 
-
-def make_optimizer(config: "TrainConfig", steps_per_epoch: int) -> "keras.optimizers.Optimizer":
-    keras = keras_module()
-    learning_rate: object = config.learning_rate
-    if config.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
-        )
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    return keras.optimizers.SGD(learning_rate=learning_rate)  # no momentum, as optimizer='sgd'
-
-
-def compile_model(model: "keras.Model", config: "TrainConfig", steps_per_epoch: int, steps_per_execution: int = 1) -> None:
-    # Sparse labels give the recipe's categorical cross-entropy without a one-hot copy of the labels.
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )

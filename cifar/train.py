@@ -15,32 +15,26 @@ leaves the weights of the last completed step.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from cifar.backend import keras_module, tensorflow_module
+from cifar.backend import keras_module
 from cifar.config import TrainConfig
-from cifar.model import build_model, compile_model
+from cifar.model import build_model
 from cifar.predict import predict_probabilities
+from cifar.steps import TrainSteps, keep_mask, steps_per_call
 
 if TYPE_CHECKING:
     import keras
-    import tensorflow as tf
 
 Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
 Arrays = tuple[np.ndarray, np.ndarray]
-
-# Keras runs this many steps inside one compiled call before returning to Python: fewer
-# round-trips into the Python callback (about 1.3x at batch size 32), while a group of steps
-# still finishes well within the 1 s a stop request may take.
-IMAGES_PER_EXECUTION = 512
 
 
 @dataclass
@@ -53,10 +47,6 @@ class TrainResult:
     steps_done: int = 0
 
 
-def steps_per_execution_for(batch_size: int) -> int:
-    return max(1, IMAGES_PER_EXECUTION // batch_size)
-
-
 def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> Arrays:
     """A class-balanced-by-chance random subset; the arrays themselves when size covers them all."""
     if size is None or size >= len(x):
@@ -65,33 +55,32 @@ def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> Arra
     return x[picked], y[picked]
 
 
+def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int, flip: bool = False,
+                 mask_rates: Sequence[tuple[tuple[int, ...], float]] = ()) -> Iterator[tuple[np.ndarray, ...]]:
+    """One epoch of shuffled batches, stacked a compiled call's worth at a time, gathered from the uint8 arrays.
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, flip: bool = False) -> "tf.data.Dataset":
-    """One epoch of shuffled batches gathered straight from the uint8 arrays; a new order each epoch.
-
-    Handing Keras the arrays themselves makes it copy the whole training set into a tensor
-    (about 300 MB for CIFAR-10); gathering each batch from numpy costs microseconds and no copy.
-    The dataset is finite, with its length declared, so Keras starts each epoch on a fresh
-    iterator and a group of steps never runs past an epoch's last batch into the next epoch.
+    Yields (images (k, b, 32, 32, 3), labels (k, b), then a keep mask (k, b, *shape) for each
+    (shape, rate) in mask_rates). Whole batches come first; the last, smaller batch of an
+    epoch comes alone. Each epoch has its own order, mirrorings and masks, all from the seed.
+    Gathering from numpy copies only the batches, never the training set.
     """
-    tf = tensorflow_module()
-    epochs = itertools.count()
-
-    def one_epoch():
-        rng = np.random.default_rng([seed, next(epochs)])
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            picked = order[start : start + batch_size]
-            images = x[picked]  # a copy, so mirroring it leaves the dataset alone
-            if flip:
-                mirrored = rng.random(len(picked)) < 0.5
-                images[mirrored] = images[mirrored, :, ::-1]
-            yield images, y[picked]
-
-    signature = (tf.TensorSpec((None, *x.shape[1:]), tf.uint8), tf.TensorSpec((None,), tf.int32))
-    batches = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
-    steps = math.ceil(len(x) / batch_size)
-    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(4)
+    rng = np.random.default_rng([seed, epoch])
+    bits = np.random.SFC64([seed, epoch])  # a fast generator for the masks' millions of draws
+    order = rng.permutation(len(x))
+    whole_batches, rest = divmod(len(x), batch_size)
+    per_call = steps_per_call(batch_size)
+    groups = [(first * batch_size, min(per_call, whole_batches - first), batch_size)
+              for first in range(0, whole_batches, per_call)]
+    if rest:
+        groups.append((whole_batches * batch_size, 1, rest))
+    for start, steps, size in groups:
+        picked = order[start : start + steps * size]
+        images = x[picked]  # a copy, so mirroring it leaves the dataset alone
+        if flip:
+            mirrored = rng.random(len(picked)) < 0.5
+            images[mirrored] = images[mirrored, :, ::-1]
+        masks = [keep_mask(bits, (steps, size, *shape), rate) for shape, rate in mask_rates]
+        yield (images.reshape(steps, size, *x.shape[1:]), y[picked].reshape(steps, size), *masks)
 
 
 def loss_and_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 128,
@@ -108,91 +97,50 @@ def mean_loss(y: np.ndarray, probabilities: np.ndarray) -> float:
     return float(keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, probabilities)))
 
 
-def _make_reporter(**kwargs: Any) -> "keras.callbacks.Callback":
-    keras = keras_module()
+class _Progress:
+    """Counts what has been trained and turns it into the events described in this module's docstring."""
 
-    class Reporter(keras.callbacks.Callback):
-        """Turns Keras callback calls into the plain events described in this module's docstring."""
+    def __init__(self, on_event: OnEvent, epochs: int, steps_per_epoch: int, train_size: int) -> None:
+        self.on_event, self.epochs, self.steps_per_epoch, self.train_size = on_event, epochs, steps_per_epoch, train_size
+        self.started = time.perf_counter()
+        self.train_seconds = 0.0
+        self.images_seen = 0
+        self.steps_done = 0
 
-        def __init__(self, on_event: OnEvent, stop: threading.Event, epochs: int, steps_per_epoch: int,
-                     batch_size: int, train_size: int, validation: Optional[Arrays], eval_batch_size: int) -> None:
-            super().__init__()
-            self.on_event, self.stop, self.epochs = on_event, stop, epochs
-            self.validation, self.eval_batch_size = validation, eval_batch_size
-            self.steps_per_epoch, self.batch_size, self.train_size = steps_per_epoch, batch_size, train_size
-            self.status, self.reason = "finished", ""
-            self.history: list[Event] = []
-            self.train_seconds = 0.0
-            self.images_seen = 0
-            self.steps_done = 0
-            self.started = time.perf_counter()
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.train_seconds if self.train_seconds else 0.0
 
-        def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-            self.epoch = epoch + 1
-            self.last_step, self.last_loss_sum, self.last_correct = 0, 0.0, 0.0
-            self.chunk_started = time.perf_counter()
+    def remaining(self, images_left: int) -> Optional[float]:
+        speed = self.images_per_second
+        return images_left / speed if speed else None
 
-        def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
-            now = time.perf_counter()
-            self.train_seconds += now - self.chunk_started
-            step = min(batch + 1, self.steps_per_epoch)  # Keras numbers an epoch's last group of steps as if full
-            images_in_epoch = min(step * self.batch_size, self.train_size)
-            images_before = min(self.last_step * self.batch_size, self.train_size)
-            new_images = images_in_epoch - images_before
-            self.images_seen += new_images
-            self.steps_done += step - self.last_step
-            epoch_loss, epoch_accuracy = float(logs["loss"]), float(logs["accuracy"])
-            # Keras reports means since the epoch began; the difference of the running sums is
-            # the exact mean over just the steps since the last event.
-            loss_sum, correct = epoch_loss * images_in_epoch, epoch_accuracy * images_in_epoch
-            loss = (loss_sum - self.last_loss_sum) / max(1, new_images)
-            accuracy = (correct - self.last_correct) / max(1, new_images)
-            self.last_step, self.last_loss_sum, self.last_correct = step, loss_sum, correct
-            if not math.isfinite(epoch_loss):
-                self.status = "diverged"
-                self.reason = (f"The loss became {epoch_loss} in epoch {self.epoch}, step {step}: training "
-                               "diverged. Try a lower learning rate.")
-                self.model.stop_training = True
-            elif self.stop.is_set():
-                self.status, self.reason = "stopped", f"Stopped by request in epoch {self.epoch}, step {step}."
-                self.model.stop_training = True
-            speed = self.images_seen / self.train_seconds if self.train_seconds else 0.0
-            total_images = self.epochs * self.train_size
-            done_images = (self.epoch - 1) * self.train_size + images_in_epoch
-            self.on_event({
-                "event": "batch", "epoch": self.epoch, "step": step, "steps_per_epoch": self.steps_per_epoch,
-                "loss": loss, "accuracy": accuracy, "epoch_loss": epoch_loss, "epoch_accuracy": epoch_accuracy,
-                "images_per_second": speed, "elapsed": now - self.started,
-                "remaining": (total_images - done_images) / speed if speed else None,
-                "progress": done_images / total_images,
-            })
-            self.chunk_started = time.perf_counter()
+    def batch(self, epoch: int, step: int, images_in_epoch: int, chunk: tuple[float, float, int],
+              epoch_sums: tuple[float, float]) -> None:
+        loss_sum, correct, images = chunk
+        done_images = (epoch - 1) * self.train_size + images_in_epoch
+        total_images = self.epochs * self.train_size
+        self.on_event({
+            "event": "batch", "epoch": epoch, "step": step, "steps_per_epoch": self.steps_per_epoch,
+            "loss": loss_sum / images, "accuracy": correct / images,
+            "epoch_loss": epoch_sums[0] / images_in_epoch, "epoch_accuracy": epoch_sums[1] / images_in_epoch,
+            "images_per_second": self.images_per_second, "elapsed": time.perf_counter() - self.started,
+            "remaining": self.remaining(total_images - done_images), "progress": done_images / total_images,
+        })
 
-        def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-            logs = logs or {}
-            if self.last_step < self.steps_per_epoch:
-                return  # an interrupted epoch is not a data point of the per-epoch curves
-            entry = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
-            if self.validation is not None and self.status == "finished":
-                scores = loss_and_accuracy(self.model, *self.validation, self.eval_batch_size, self.stop)
-                if scores is None:
-                    self.status, self.reason = "stopped", f"Stopped by request after epoch {self.epoch}."
-                    self.model.stop_training = True
-                else:
-                    entry.update(val_loss=scores[0], val_accuracy=scores[1])
-            self.history.append(entry)
-            speed = self.images_seen / self.train_seconds if self.train_seconds else 0.0
-            remaining_images = (self.epochs - epoch - 1) * self.train_size
-            self.on_event({"event": "epoch", **entry, "epochs": self.epochs, "images_per_second": speed,
-                           "elapsed": time.perf_counter() - self.started,
-                           "remaining": remaining_images / speed if speed else None})
-
-    return Reporter(**kwargs)
+    def epoch(self, entry: Event) -> None:
+        self.on_event({"event": "epoch", **entry, "epochs": self.epochs, "images_per_second": self.images_per_second,
+                       "elapsed": time.perf_counter() - self.started,
+                       "remaining": self.remaining((self.epochs - entry["epoch"]) * self.train_size)})
 
 
 def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Optional[Arrays] = None,
         on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None) -> TrainResult:
-    """Train a built model in place, streaming events; returns how it went."""
+    """Train a built model in place, streaming events; returns how it went.
+
+    A stop request is honoured before each compiled call of steps (a fraction of a second)
+    and leaves the weights of the last completed step.
+    """
     keras = keras_module()
     on_event = on_event or (lambda event: None)
     stop = stop or threading.Event()
@@ -200,21 +148,51 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = subset(*train, config.train_size, config.seed)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    compile_model(model, config, steps_per_epoch, steps_per_execution_for(config.batch_size))
+    steps = TrainSteps(model, config, steps_per_epoch)
+    mask_rates = [(shape, steps.rates[name]) for name, shape in steps.mask_shapes.items()]
     on_event({"event": "start", "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
               "train_size": len(x_train), "config": config.to_dict()})
-    reporter = _make_reporter(on_event=on_event, stop=stop, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                              batch_size=config.batch_size, train_size=len(x_train), validation=validation,
-                              eval_batch_size=config.eval_batch_size)
-    if not stop.is_set():
-        model.fit(shuffled_batches(x_train, y_train, config.batch_size, config.seed, config.flip), epochs=config.epochs,
-                  shuffle=False, callbacks=[reporter], verbose=0)
-    else:
-        reporter.status, reporter.reason = "stopped", "Stopped by request before the first step."
+    progress = _Progress(on_event, config.epochs, steps_per_epoch, len(x_train))
+    status, reason, history = "finished", "", []
+    for epoch in range(1, config.epochs + 1):
+        step, images_in_epoch, loss_sum, correct = 0, 0, 0.0, 0.0
+        chunk_started = time.perf_counter()
+        for group in batch_groups(x_train, y_train, config.batch_size, config.seed, epoch - 1, config.flip, mask_rates):
+            if stop.is_set():
+                status, reason = "stopped", f"Stopped by request in epoch {epoch}, step {step}."
+                break
+            chunk_loss, chunk_correct = steps.run(*group)
+            # The time of a chunk includes gathering its batches and masks: what training costs.
+            progress.train_seconds += time.perf_counter() - chunk_started
+            images = group[1].size
+            step += len(group[1])
+            images_in_epoch += images
+            loss_sum, correct = loss_sum + chunk_loss, correct + chunk_correct
+            progress.images_seen += images
+            progress.steps_done += len(group[1])
+            if not math.isfinite(chunk_loss):
+                status = "diverged"
+                reason = (f"The loss became {chunk_loss / images} in epoch {epoch}, step {step}: training diverged. "
+                          "Try a lower learning rate.")
+                break
+            progress.batch(epoch, step, images_in_epoch, (chunk_loss, chunk_correct, images), (loss_sum, correct))
+            chunk_started = time.perf_counter()
+        if status != "finished":
+            break  # an interrupted epoch is not a data point of the per-epoch curves
+        entry: Event = {"epoch": epoch, "loss": loss_sum / images_in_epoch, "accuracy": correct / images_in_epoch}
+        if validation is not None:
+            scores = loss_and_accuracy(model, *validation, config.eval_batch_size, stop)
+            if scores is None:
+                status, reason = "stopped", f"Stopped by request after epoch {epoch}."
+                break
+            entry.update(val_loss=scores[0], val_accuracy=scores[1])
+        history.append(entry)
+        progress.epoch(entry)
+    if status == "stopped" and not progress.steps_done:
+        reason = "Stopped by request before the first step."
     result = TrainResult(
-        status=reporter.status, reason=reporter.reason or f"Trained {config.epochs} epoch{'s' if config.epochs != 1 else ''}.",
-        history=reporter.history, steps_done=reporter.steps_done,
-        images_per_second=reporter.images_seen / reporter.train_seconds if reporter.train_seconds else 0.0,
+        status=status, reason=reason or f"Trained {config.epochs} epoch{'s' if config.epochs != 1 else ''}.",
+        history=history, steps_done=progress.steps_done, images_per_second=progress.images_per_second,
         wall_seconds=time.perf_counter() - started,
     )
     on_event({"event": "end", "status": result.status, "reason": result.reason})

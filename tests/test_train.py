@@ -127,16 +127,32 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_a_clear_reason(learnable):
 
 
 def test_flipping_mirrors_about_half_the_pictures_and_leaves_the_dataset_alone(learnable):
-    from cifar.train import shuffled_batches
+    from cifar.train import batch_groups
 
     (x, y), _ = learnable
     x, y = x[:256], y[:256]
     original = x.copy()
-    images, labels = next(iter(shuffled_batches(x, y, batch_size=256, seed=0, flip=True)))
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = next(batch_groups(x, y, batch_size=256, seed=0, epoch=0, flip=True))
+    images, labels = images[0], labels[0]
     order = np.random.default_rng([0, 0]).permutation(256)
     same = np.all(images == x[order], axis=(1, 2, 3))
     mirrored = np.all(images == x[order][:, :, ::-1], axis=(1, 2, 3))
     assert np.all(same | mirrored) and 80 < mirrored.sum() < 176
     np.testing.assert_array_equal(labels, y[order])
     np.testing.assert_array_equal(x, original)
+
+
+def test_an_epoch_of_batch_groups_shows_every_image_once_in_whole_batches_then_the_rest():
+    from cifar.train import batch_groups
+
+    x = np.arange(1100, dtype=np.uint8).repeat(32 * 32 * 3).reshape(1100, 32, 32, 3)  # image i is all i % 256
+    y = np.arange(1100)
+    groups = list(batch_groups(x, y, batch_size=32, seed=1, epoch=0, mask_rates=[((4, 4), 0.5)]))
+    # 34 whole batches of 32 in calls of 16, then the last 12 images alone.
+    assert [labels.shape for _, labels, _ in groups] == [(16, 32), (16, 32), (2, 32), (1, 12)]
+    assert [mask.shape for _, _, mask in groups] == [(16, 32, 4, 4), (16, 32, 4, 4), (2, 32, 4, 4), (1, 12, 4, 4)]
+    seen = np.concatenate([labels.ravel() for _, labels, _ in groups])
+    assert sorted(seen) == list(range(1100))
+    assert all(np.array_equal(images[..., 0, 0, 0], labels % 256) for images, labels, _ in groups)
+    next_epoch = np.concatenate([labels.ravel() for _, labels in batch_groups(x, y, 32, seed=1, epoch=1)])
+    assert not np.array_equal(seen, next_epoch)
