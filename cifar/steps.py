@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # while a call still ends well within the second a stop request may take.
 IMAGES_PER_CALL = 512
 
+MASK_CHUNK = 1 << 18  # random bytes per draw: 256 KB, which stays in a core's cache
+
 # Keras's Adam defaults, which the app's Adam is.
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 
@@ -51,18 +53,22 @@ def keep_mask(bits: np.random.BitGenerator, shape: tuple[int, ...], rate: float)
     Each element takes one random byte: below floor(256 rate) it is dropped, above it kept;
     the one byte value in between (1 in 256) is settled by 32 more random bits. The drop
     probability is rate to within 2^-40, finer than Keras's own float32 draws (2^-23).
+    Drawn a cache-sized chunk at a time, which is twice as fast as one pass over a big mask.
     """
     size = math.prod(shape)
-    if rate == 0 or size == 0:
-        return np.ones(shape, dtype=bool)
+    keep = np.ones(size, dtype=bool)
+    if rate == 0:
+        return keep.reshape(shape)
     scaled = rate * 256
     whole = int(scaled)
-    first = bits.random_raw((size + 7) // 8).view(np.uint8)[:size]
-    keep = first > whole
-    ties = np.flatnonzero(first == whole)
-    if ties.size:
-        second = bits.random_raw(ties.size) >> np.uint64(32)
-        keep[ties] = second >= round((scaled - whole) * 2**32)
+    tie_threshold = round((scaled - whole) * 2**32)
+    for start in range(0, size, MASK_CHUNK):
+        stop = min(size, start + MASK_CHUNK)
+        first = bits.random_raw((stop - start + 7) // 8).view(np.uint8)[: stop - start]
+        np.greater(first, whole, out=keep[start:stop])
+        ties = np.flatnonzero(first == whole)
+        if ties.size:
+            keep[start + ties] = (bits.random_raw(ties.size) >> np.uint64(32)) >= tie_threshold
     return keep.reshape(shape)
 
 
@@ -141,11 +147,18 @@ class TrainSteps:
         tf = self.tf
         hidden = tf.cast(images, tf.float32) * self.scale
         hidden = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(hidden, self.conv.kernel.value, 1, "SAME"), self.conv.bias.value))
-        hidden = self._dropout(hidden, masks, "conv_dropout")
-        hidden = tf.nn.max_pool2d(hidden, 2, 2, "VALID")
+        if "conv_dropout" in masks:
+            # Dropout zeroes the dropped units before pooling, but its 1 / (1 - rate) scaling comes
+            # after: max-pooling commutes with multiplying by a positive number, and the pooled
+            # tensor is a quarter the size, so this saves one pass over the conv layer's output.
+            hidden = hidden * tf.cast(masks["conv_dropout"], tf.float32)
+            hidden = tf.nn.max_pool2d(hidden, 2, 2, "VALID") * (1.0 / (1.0 - self.rates["conv_dropout"]))
+        else:
+            hidden = tf.nn.max_pool2d(hidden, 2, 2, "VALID")
         hidden = tf.reshape(hidden, [-1, self.flat_size])
         hidden = tf.nn.relu(tf.nn.bias_add(self._dense_matmul(hidden, tf.convert_to_tensor(self.dense.kernel.value)), self.dense.bias.value))
-        hidden = self._dropout(hidden, masks, "dense_dropout")
+        if "dense_dropout" in masks:  # Keras's inverted dropout: kept units times 1 / (1 - rate), dropped ones zero
+            hidden = hidden * (tf.cast(masks["dense_dropout"], tf.float32) * (1.0 / (1.0 - self.rates["dense_dropout"])))
         return tf.nn.bias_add(tf.matmul(hidden, self.output.kernel.value), self.output.bias.value)
 
     def _dense_matmul(self, inputs, kernel):
@@ -161,13 +174,6 @@ class TrainSteps:
             return tf.matmul(inputs, kernel), gradient
 
         return matmul(inputs, kernel)
-
-    def _dropout(self, hidden, masks, name: str):
-        if name not in masks:
-            return hidden
-        tf = self.tf
-        # Kept units times 1 / (1 - rate), dropped ones zero: Keras's inverted dropout.
-        return hidden * (tf.cast(masks[name], tf.float32) * (1.0 / (1.0 - self.rates[name])))
 
     def _apply(self, gradients) -> None:
         tf = self.tf
