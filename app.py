@@ -80,7 +80,7 @@ def run_setup_ui() -> TrainConfig:
         fill_from_preset()
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network trained with Adam "
-                          "and larger batches, about 60% test accuracy in four epochs. No dropout: watch it overfit.")
+                          "and a cosine schedule, about 61% test accuracy in three epochs. No dropout: watch it overfit.")
     st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
@@ -240,7 +240,7 @@ def main() -> None:
     job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
     if run_id is None:
-        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in four short epochs.")
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in three epochs, under a minute.")
     elif job is not None and (job.active or run is None):
         st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
     model, class_names = run_model(run)

@@ -65,10 +65,12 @@ class TrainConfig:
 
 SEED_RECIPE = TrainConfig()
 
-# Same layers and dropouts, better training choices: Adam with a cosine decay at batch size 128,
-# and mirrored pictures so four passes do not overfit, reach about 61% test accuracy in 4 epochs
-# (the recipe needs about 8 epochs, at 4x the steps).
-QUICK_DEMO = TrainConfig(epochs=4, learning_rate=2e-3, batch_size=128, optimizer="adam", schedule="cosine", flip=True)
+# Same layers and dropouts, better training choices: Adam with a cosine decay at batch size 64,
+# and mirrored pictures so the passes do not overfit, reach about 61% test accuracy in 3 epochs
+# (the recipe needs about 8 epochs, at twice the steps an epoch). Measured on the full training
+# set, test accuracy after each epoch: this 55.9 / 60.8 / 61.6%; batch 128 at 2e-3 53.0 / 58.7 /
+# 60.3%; two-epoch schedules stop short of 60% (59.2% at batch 64, 59.9% at 1.5e-3).
+QUICK_DEMO = TrainConfig(epochs=3, learning_rate=1e-3, batch_size=64, optimizer="adam", schedule="cosine", flip=True)
 
 # Without dropout the network memorises the training set: the gap between the train and
 # validation curves is the overfitting lesson.
