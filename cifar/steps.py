@@ -108,7 +108,9 @@ class TrainSteps:
         images_shape = tuple(model.input_shape[1:])
         signature = [tf.TensorSpec((None, None, *images_shape), tf.uint8), tf.TensorSpec((None, None), tf.int32)]
         signature += [tf.TensorSpec((None, None, *shape), tf.bool) for shape in self.mask_shapes.values()]
-        self._run = tf.function(self._steps, input_signature=signature)
+        # One trace for every group size; without AutoGraph (the loop is an explicit while_loop) the
+        # trace takes 0.12 s instead of 0.33 s, paid once per run.
+        self._run = tf.function(self._steps, input_signature=signature, autograph=False)
 
     @staticmethod
     def _check_architecture(model: "keras.Model") -> None:
@@ -126,11 +128,14 @@ class TrainSteps:
 
     def _steps(self, images, labels, *masks):
         tf = self.tf
-        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for index in tf.range(tf.shape(images)[0]):
+        batch_size = tf.cast(tf.shape(labels)[1], tf.float32)
+
+        def one_step(index, loss_sum, correct):
             step_loss, step_correct = self._step(images[index], labels[index], [mask[index] for mask in masks])
-            loss_sum += step_loss * tf.cast(tf.shape(labels)[1], tf.float32)
-            correct += step_correct
+            return index + 1, loss_sum + step_loss * batch_size, correct + step_correct
+
+        _, loss_sum, correct = tf.while_loop(lambda index, *sums: index < tf.shape(images)[0], one_step,
+                                             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
         return loss_sum, correct
 
     def _step(self, images, labels, masks):

@@ -156,3 +156,29 @@ def test_an_epoch_of_batch_groups_shows_every_image_once_in_whole_batches_then_t
     assert all(np.array_equal(images[..., 0, 0, 0], labels % 256) for images, labels, _ in groups)
     next_epoch = np.concatenate([labels.ravel() for _, labels in batch_groups(x, y, 32, seed=1, epoch=1)])
     assert not np.array_equal(seen, next_epoch)
+
+
+def test_prefetching_keeps_the_order_passes_errors_on_and_stops_when_the_caller_does():
+    from cifar.train import prefetched
+
+    assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetched(failing()))
+    made = []
+
+    def counted():
+        for item in range(100):
+            made.append(item)
+            yield item
+
+    for item in prefetched(counted()):
+        if item == 3:
+            break
+    time.sleep(0.1)
+    assert made == [0, 1, 2, 3, 4]  # the one item ahead, and nothing after the caller stopped
+    assert not any(thread.name.startswith("next-batches") for thread in threading.enumerate())
