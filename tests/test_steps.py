@@ -112,6 +112,35 @@ def test_dropout_masks_are_applied_and_scaled_as_keras_dropout_does():
     assert np.allclose(none_kept, none_kept[0])  # every picture looks the same once all is dropped
 
 
+def test_gradients_through_dropout_are_those_of_keras_layers_with_the_same_masks():
+    tf = pytest.importorskip("tensorflow")
+    images, labels = learnable_images(32, seed=7)
+    labels = labels.astype(np.int32)
+    model = build_model(10, conv_dropout=0.3, dense_dropout=0.5)
+    steps = TrainSteps(model, TrainConfig(), 1)
+    bits = np.random.SFC64(3)
+    masks = {name: keep_mask(bits, (32, *shape), steps.rates[name]) for name, shape in steps.mask_shapes.items()}
+    assert set(masks) == {"conv_dropout", "dense_dropout"}
+    layer = model.get_layer
+
+    def keras_logits():  # the layers themselves, with dropout written out as Keras defines it
+        hidden = layer("conv")(layer("scale_to_unit")(images)) * (masks["conv_dropout"] / np.float32(0.7))
+        hidden = layer("dense")(layer("flatten")(layer("pool")(hidden))) * (masks["dense_dropout"] / np.float32(0.5))
+        return hidden @ layer("class_probabilities").kernel + layer("class_probabilities").bias
+
+    variables = [variable.value for variable in model.trainable_variables]
+    results = []
+    for logits in (keras_logits, lambda: steps._logits(images, masks)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits()))
+        results.append((float(loss), tape.gradient(loss, variables)))
+    (keras_loss, keras_gradients), (our_loss, our_gradients) = results
+    assert our_loss == pytest.approx(keras_loss, rel=1e-5)
+    for variable, theirs, mine in zip(variables, keras_gradients, our_gradients):
+        assert np.abs(theirs).max() > 0, variable.name
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max(), err_msg=variable.name)
+
+
 def test_only_the_seed_convnet_is_accepted():
     other = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(ValueError, match="seed ConvNet"):
