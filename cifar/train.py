@@ -16,6 +16,7 @@ leaves the weights of the last completed step.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -84,18 +85,33 @@ def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch
         yield (images.reshape(steps, size, *x.shape[1:]), y[picked].reshape(steps, size), *masks)
 
 
+BACKGROUND_NICENESS = 10  # added to the niceness of the thread that makes the next batches (19 is the lowest priority)
+
+
 def prefetched(items: Iterator[Any]) -> Iterator[Any]:
     """What items yields, with the next item made in a background thread while the caller uses this one.
 
     Gathering a group of batches and drawing its masks then overlaps the previous group's
     compiled steps (about 5% faster at batch size 32). If the caller stops early, the one
     item in progress is finished and dropped.
+
+    The thread runs at a lower scheduling priority, so on a machine with as many cores as
+    TensorFlow has threads it fills the gaps instead of taking turns with them: another 4% (five
+    alternating runs of two epochs on 10,000 images: 3,519 against 3,385 images/s).
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batches") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batches", initializer=_lower_priority) as pool:
         upcoming = pool.submit(next, items, None)
         while (item := upcoming.result()) is not None:
             upcoming = pool.submit(next, items, None)
             yield item
+
+
+def _lower_priority() -> None:
+    try:
+        thread = threading.get_native_id()  # on Linux, PRIO_PROCESS with a thread's id sets just that thread
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICENESS))
+    except (AttributeError, OSError):
+        pass  # elsewhere it may name the process or not exist: then the thread keeps the usual priority
 
 
 def loss_and_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 128,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
 
@@ -162,6 +164,13 @@ def test_prefetching_keeps_the_order_passes_errors_on_and_stops_when_the_caller_
     from cifar.train import prefetched
 
     assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def niceness():  # of the thread that makes the items
+        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    if sys.platform == "linux":
+        ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert list(prefetched(niceness())) == [min(19, ours + 10)]
 
     def failing():
         yield 1
