@@ -120,11 +120,13 @@ class TrainSteps:
     def _check_architecture(model: "keras.Model") -> None:
         names = [layer.name for layer in model.layers]
         expected = ["scale_to_unit", "conv", "conv_dropout", "pool", "flatten", "dense", "dense_dropout", "class_probabilities"]
-        conv = model.get_layer("conv").get_config() if "conv" in names else {}
-        pool = model.get_layer("pool").get_config() if "pool" in names else {}
-        if (names != expected or conv["strides"] != (1, 1) or conv["padding"] != "same" or conv["activation"] != "relu"
+        problem = f"TrainSteps computes the seed ConvNet of cifar.model.build_model, not layers {names}"
+        if names != expected:
+            raise ValueError(problem)
+        conv, pool = model.get_layer("conv").get_config(), model.get_layer("pool").get_config()
+        if (conv["strides"] != (1, 1) or conv["padding"] != "same" or conv["activation"] != "relu"
                 or tuple(pool["pool_size"]) != (2, 2) or tuple(pool["strides"]) != (2, 2) or pool["padding"] != "valid"):
-            raise ValueError(f"TrainSteps computes the seed ConvNet of cifar.model.build_model, not layers {names}")
+            raise ValueError(problem)
 
     def run(self, images: np.ndarray, labels: np.ndarray, *masks: np.ndarray) -> tuple[float, float]:
         loss_sum, correct = self._run(images, labels.astype(np.int32, copy=False), *masks)
