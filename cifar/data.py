@@ -242,7 +242,7 @@ class _ArchiveFiles:
     """The batch files inside an official .tar.gz, read in one pass without extracting."""
 
     def __init__(self, archive_path: Path):
-        self.source, self.layout = archive_path, None  # known once every member was seen
+        self.source, self.layout = archive_path, None  # None: _read_copy infers it from the members it saw
         try:
             # Stream mode reads the archive once, front to back; random access into a
             # .tar.gz would decompress it again for every member read out of order.
@@ -315,7 +315,10 @@ def _read_copy(files: _FolderFiles | _ArchiveFiles) -> tuple[Split, Split, list[
     train, test = splits[layout.train].arrays(), splits[layout.test].arrays()
     # Checked only now: in the official archive the meta file comes after some batches.
     for split_name, (_, labels) in (("training", train), ("test", test)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        if not len(labels):
+            raise DataError(f"{files.source} has no {split_name} images: its {split_name} batches are empty. "
+                            "Re-download the official archive.")
+        if labels.min() < 0 or labels.max() >= len(class_names):
             raise DataError(
                 f"{files.source} has {split_name} labels outside 0..{len(class_names) - 1}, "
                 "the classes its meta file names. Re-download the official archive."

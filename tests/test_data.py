@@ -270,6 +270,17 @@ def test_malformed_batch_raises_data_error(tmp_path, written, changes, complaint
         load_data(folder)
 
 
+@pytest.mark.parametrize("split, batches", [("training", [f"data_batch_{i}" for i in range(1, 6)]),
+                                            ("test", ["test_batch"])])
+def test_a_split_with_no_images_raises_data_error(tmp_path, written, split, batches):
+    # Empty batches are valid one at a time; a whole split of them has nothing to train or test on.
+    folder = write_archive(tmp_path, *written, CIFAR10_CLASSES, folder=True)
+    for name in batches:
+        _rewrite_batch(folder, name, data=np.zeros((0, 3072), np.uint8), labels=[])
+    with pytest.raises(DataError, match=f"has no {split} images"):
+        load_data(folder)
+
+
 def test_importing_loads_nothing_heavy():
     # Run in a fresh interpreter: this process may already have imported anything.
     import subprocess
