@@ -3,7 +3,8 @@ curves live, then test it on the test set and on your own pictures.
 
 Layout only: each `*_ui()` function draws one part of the page and returns what the user
 chose. Training runs in `cifar.runner`'s background job, which never calls Streamlit; the
-page polls it from a fragment. TensorFlow loads only when a model is trained or opened.
+page polls it from a fragment. TensorFlow is imported in the background once the first page
+is drawn, so the controls never wait for it.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cifar import charts
 from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
-from cifar.runner import JobBoard, TrainingJob
+from cifar.runner import JobBoard, TrainingBusy, TrainingJob
 from cifar.store import ModelFileError, SavedRun, list_runs, open_run
 from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
 
@@ -115,7 +116,7 @@ def start_training(board: JobBoard, config: TrainConfig) -> None:
     if running is None:
         try:
             running = board.start(config)
-        except RuntimeError:  # TrainingBusy: someone else pressed Train a moment earlier
+        except TrainingBusy:  # someone else pressed Train a moment earlier
             running = board.active_job()
         else:
             show_run(running.run_id)
@@ -137,8 +138,8 @@ def current_run_id(board: JobBoard) -> Optional[str]:
         from_url = st.query_params.get("run")
         if from_url and (board.get(from_url) or open_run(RUNS_DIR, from_url)):
             st.session_state.run_id = from_url
-        elif board.active_job() is not None:
-            show_run(board.active_job().run_id)
+        elif (active := board.active_job()) is not None:  # looked up once: it may end between two lookups
+            show_run(active.run_id)
     return st.session_state.get("run_id")
 
 
@@ -164,6 +165,10 @@ def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
     latest = events[-1] if events else {"event": "starting"}
     if job.state == "failed":
         st.error(job.error)
+        return
+    if not batches and not job.active:  # stopped before its first step: nothing was trained or saved
+        ended = [e for e in events if e["event"] == "end"]
+        st.info(ended[-1]["reason"] if ended else "This run ended before its first training step.")
         return
     if not batches:
         downloads = [e for e in events if e["event"] == "download"]
@@ -225,8 +230,8 @@ def main() -> None:
     board = job_board()
     config = run_setup_ui()
     train, stop = controls_ui(board)
-    if stop and board.active_job() is not None:
-        board.active_job().stop()
+    if stop and (active := board.active_job()) is not None:
+        active.stop()
     if train:
         start_training(board, config)
     st.markdown("## Watch a ConvNet learn")

@@ -26,11 +26,27 @@ Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], li
 def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | Path] = None,
                  on_event: Optional[Callable[[Event], None]] = None, stop: Optional[threading.Event] = None,
                  dataset: Optional[Dataset] = None) -> dict[str, Any]:
-    """Train, evaluate and save into out_dir (model.keras and metrics.json); returns the metrics."""
+    """Train, evaluate and save into out_dir (model.keras and metrics.json); returns the metrics.
+
+    A run stopped before its first step trains, tests and saves nothing: its metrics hold just
+    its config, status and reason, and out_dir is left as it was.
+    """
+    out_dir = Path(out_dir)
+    made_here = not out_dir.exists()
+    # Made first, so a folder that cannot be written fails at once rather than after the training.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_test_and_save(config, out_dir, data, on_event or (lambda event: None), stop, dataset)
+    finally:
+        if made_here and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str | Path], emit: Callable[[Event], None],
+                         stop: Optional[threading.Event], dataset: Optional[Dataset]) -> dict[str, Any]:
     from cifar.store import MODEL_FILE, METRICS_FILE, save_model, write_metrics
     from cifar.train import evaluate, train_new_model
 
-    emit = on_event or (lambda event: None)
     started = time.perf_counter()
     if dataset is None:
         emit({"event": "loading", "message": "Loading CIFAR-10…"})
@@ -45,10 +61,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
         emit(event)
 
     model, result = train_new_model((x_train, y_train), (x_test, y_test), class_names, config, record, stop)
+    if not result.steps_done:
+        return {"config": config.to_dict(), "status": result.status, "reason": result.reason}
     emit({"event": "evaluating", "message": f"Testing on {len(x_test):,} test images…"})
     test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "test_predictions.npy", test.pop("predicted").astype(np.int16))
     metrics = {
         "config": config.to_dict(), "class_names": class_names, "status": result.status, "reason": result.reason,
@@ -79,6 +95,10 @@ def import_tensorflow_for_a_server() -> None:
 
     keras_module()
     gc.freeze()
+
+
+class _StoppedWhileLoading(Exception):
+    """Raised through the data loader's progress reports when the run's stop was requested."""
 
 
 class TrainingJob:
@@ -121,14 +141,23 @@ class TrainingJob:
             if event["event"] == "start":
                 self.state = "running"
 
+    def _loading_progress(self, event: Event) -> None:
+        if self.stop_requested.is_set():
+            raise _StoppedWhileLoading  # ends a download between two chunks, leaving no partial file
+        self._emit(event)
+
     def _run(self) -> None:
         try:
             dataset = None
             if self.dataset_loader is not None:
                 self._emit({"event": "loading", "message": "Loading CIFAR-10…"})
-                dataset = self.dataset_loader(self._emit)
+                dataset = self.dataset_loader(self._loading_progress)
             self.metrics = run_training(self.config, self.out_dir, self.data, self._emit, self.stop_requested, dataset)
             self.state = self.metrics["status"]
+        except _StoppedWhileLoading:
+            self._emit({"event": "end", "status": "stopped",
+                        "reason": "Stopped by request while the data was loading: nothing was trained."})
+            self.state = "stopped"
         except DataError as error:
             self._fail(str(error))
         except Exception as error:  # the thread must end with a readable state, whatever happened

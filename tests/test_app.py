@@ -199,6 +199,10 @@ def test_pressing_train_while_a_run_is_active_says_so(runs_dir):
     student.button(key="train").click().run()
     assert any("already in progress" in warning.value for warning in student.warning)
     assert not student.button(key="stop").disabled
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(m.label == "Images per second" for m in teacher.metric):
+        time.sleep(0.3)  # stopped before its first step, a run would save nothing to check
+        teacher.run()
     student.button(key="stop").click().run()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(m.label == "Test accuracy" for m in teacher.metric):

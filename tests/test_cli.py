@@ -72,6 +72,8 @@ def test_predict_prints_a_line_per_image_and_fails_for_bad_files(trained, tmp_pa
     (["train", "--epochs", "1", "--data", "/nowhere/cifar.tar.gz", "--out", "/tmp/unused"], "/nowhere"),
     (["evaluate", "--model", "/nowhere/model.keras"], "no model file"),
     (["train", "--epochs", "0", "--out", "/tmp/unused"], "epochs must be"),
+    # An --out that cannot be made fails first, before the (missing) data is even looked for.
+    (["train", "--epochs", "1", "--data", "/nowhere/cifar.tar.gz", "--out", "/dev/null/run"], "/dev/null/run"),
 ])
 def test_errors_print_one_line_without_a_traceback(args, message):
     result = cli(*args)
