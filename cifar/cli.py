@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence, TextIO
 from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
-from cifar.store import ModelFileError
+from cifar.store import METRICS_FILE, MODEL_FILE, ModelFileError
 
 PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout"}
 
@@ -118,7 +118,7 @@ def train_command(args: argparse.Namespace) -> int:
     metrics = run_training(config, args.out, args.data, on_event=ProgressBars())
     print(f"Test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f} "
           f"({metrics['images_per_second']:,.0f} images/s of training, {metrics['wall_seconds']:.0f} s in all)")
-    print(f"Saved {Path(args.out) / 'model.keras'} and {Path(args.out) / 'metrics.json'}")
+    print(f"Saved {Path(args.out) / MODEL_FILE} and {Path(args.out) / METRICS_FILE}")
     return 0 if metrics["status"] != "diverged" else 1
 
 

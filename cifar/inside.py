@@ -14,9 +14,6 @@ from cifar.backend import keras_module
 if TYPE_CHECKING:
     import keras
 
-CONV_LAYER = "conv"
-
-
 def _conv_layer(model: "keras.Model") -> "keras.layers.Layer":
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     if not convs:

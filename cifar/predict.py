@@ -31,10 +31,3 @@ def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: 
         probabilities[start : start + batch_size] = model.predict_on_batch(images[start : start + batch_size])
     return probabilities
 
-
-def top_k(probabilities: np.ndarray, class_names: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
-    """For each row, the k most likely classes with their probabilities, most likely first."""
-    probabilities = np.atleast_2d(probabilities)
-    k = min(k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(class_names[i], float(row[i])) for i in picks] for row, picks in zip(probabilities, order)]

@@ -4,6 +4,11 @@
 events, evaluate on the test set, save model and metrics. `TrainingJob` runs it in a thread
 and keeps every event, so any number of viewers (page refreshes, second tabs, other
 students) can read the same run from any point. It never calls Streamlit.
+
+Besides training's events (cifar/train.py), a run reports ``{"event": "loading", "message"}``,
+``{"event": "download", "bytes_done", "bytes_total"}`` while a first download arrives,
+``{"event": "evaluating", "message"}`` and ``{"event": "saved", "folder", "test_loss",
+"test_accuracy"}``; a job that fails ends with ``{"event": "failed", "message"}``.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from cifar.config import TrainConfig
 from cifar.data import DataError, load_data
 
 Event = dict[str, Any]
+FINISHED_JOBS_KEPT = 8  # ended jobs whose event logs stay in memory, for pages still showing them
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]
 
 
@@ -44,7 +50,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
 
 def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str | Path], emit: Callable[[Event], None],
                          stop: Optional[threading.Event], dataset: Optional[Dataset]) -> dict[str, Any]:
-    from cifar.store import MODEL_FILE, METRICS_FILE, save_model, write_metrics
+    from cifar.store import METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, save_model, write_metrics
     from cifar.train import evaluate, train_new_model
 
     started = time.perf_counter()
@@ -65,7 +71,7 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
         return {"config": config.to_dict(), "status": result.status, "reason": result.reason}
     emit({"event": "evaluating", "message": f"Testing on {len(x_test):,} test images…"})
     test = evaluate(model, x_test, y_test, class_names, config.eval_batch_size)
-    np.save(out_dir / "test_predictions.npy", test.pop("predicted").astype(np.int16))
+    np.save(out_dir / PREDICTIONS_FILE, test.pop("predicted").astype(np.int16))
     metrics = {
         "config": config.to_dict(), "class_names": class_names, "status": result.status, "reason": result.reason,
         "history": result.history, "batches": batches, "train_size": train_size,
@@ -220,5 +226,8 @@ class JobBoard:
                                    "for it to finish before starting another.")
             run_id = new_run_id()
             job = TrainingJob(run_id, config, self.runs_dir / run_id, self.data, dataset_loader=self.dataset)
+            ended = [old_id for old_id, old in self.jobs.items() if not old.active]  # oldest first
+            for old_id in ended[: max(0, len(ended) - FINISHED_JOBS_KEPT)]:
+                del self.jobs[old_id]  # a long-lived server must not keep every run's events forever
             self.jobs[run_id] = job
             return job.start()

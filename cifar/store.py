@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import uuid
 import zipfile
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
 METADATA_ENTRY = "cifar.json"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "test_predictions.npy"  # the class each test image was given, for the gallery
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -111,16 +111,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def save_run(runs_dir: str | Path, run_id: str, model: "keras.Model", metrics: dict[str, Any]) -> SavedRun:
-    if not _RUN_ID.match(run_id):
-        raise ValueError(f"not a run id: {run_id!r}")
-    folder = Path(runs_dir) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, folder / MODEL_FILE, metrics)
-    write_metrics(folder / METRICS_FILE, metrics)
-    return SavedRun(run_id, folder, metrics)
-
-
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(metrics, indent=1))
@@ -134,22 +124,23 @@ def list_runs(runs_dir: str | Path) -> list[SavedRun]:
     if not root.is_dir():
         return runs
     for folder in root.iterdir():
-        if not (_RUN_ID.match(folder.name) and (folder / MODEL_FILE).is_file()):
-            continue
-        try:
-            metrics = json.loads((folder / METRICS_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        runs.append(SavedRun(folder.name, folder, metrics))
+        if (run := _read_run(folder)) is not None:
+            runs.append(run)
     return sorted(runs, key=lambda run: run.metrics.get("created", 0), reverse=True)
 
 
 def open_run(runs_dir: str | Path, run_id: str) -> Optional[SavedRun]:
-    if not _RUN_ID.match(run_id):
+    """The saved run of that id, reading just its own folder; None if there is none (or the id is not one)."""
+    # The id may come from a URL: checked before it is joined to a path, so "../x" never leaves runs_dir.
+    return _read_run(Path(runs_dir) / run_id) if _RUN_ID.match(run_id) else None
+
+
+def _read_run(folder: Path) -> Optional[SavedRun]:
+    if not (_RUN_ID.match(folder.name) and (folder / MODEL_FILE).is_file()):
         return None
-    return next((run for run in list_runs(runs_dir) if run.run_id == run_id), None)
+    try:
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return SavedRun(folder.name, folder, metrics)
 
-
-def delete_run(runs_dir: str | Path, run_id: str) -> None:
-    if _RUN_ID.match(run_id):
-        shutil.rmtree(Path(runs_dir) / run_id, ignore_errors=True)

@@ -52,3 +52,17 @@ def test_a_stop_while_the_data_loads_ends_the_job_at_the_next_progress_report(tm
     assert reports == [1, 2]  # the third report raised instead of continuing the download
     assert "while the data was loading" in job.events_since(0)[-1]["reason"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_server_keeps_the_event_logs_of_only_its_latest_ended_runs(tmp_path, dataset):
+    from cifar.runner import FINISHED_JOBS_KEPT, JobBoard
+
+    board = JobBoard(tmp_path / "runs")
+    board._dataset = dataset  # as if loaded by an earlier run
+    ended = [f"20260101-0000{i:02d}-aaaaaa" for i in range(FINISHED_JOBS_KEPT + 3)]
+    for run_id in ended:  # never started, so not active: as runs that have ended
+        board.jobs[run_id] = TrainingJob(run_id, TrainConfig(epochs=1), tmp_path / "runs" / run_id)
+    job = board.start(TrainConfig(epochs=1, train_size=64, validation="none"))
+    job.join(60)
+    assert job.state == "finished"
+    assert list(board.jobs) == ended[-FINISHED_JOBS_KEPT:] + [job.run_id]

@@ -9,8 +9,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from cifar.model import build_model
-from cifar.predict import predict_probabilities, top_k
-from cifar.store import ModelFileError, list_runs, load_model, open_run, read_metadata, save_model, save_run
+from cifar.predict import predict_probabilities
+from cifar.store import (METRICS_FILE, MODEL_FILE, ModelFileError, list_runs, load_model, open_run, read_metadata,
+                         save_model, write_metrics)
 from tests.synthetic import CIFAR10_CLASSES, learnable_images
 
 
@@ -68,21 +69,28 @@ def test_a_foreign_model_is_refused(tmp_path):
         load_model(tmp_path / "missing.keras")
 
 
+def save_run(folder, model, metrics) -> None:
+    """As cifar.runner saves a finished run: the model, and its metrics beside it."""
+    save_model(model, folder / MODEL_FILE, metrics)
+    write_metrics(folder / METRICS_FILE, metrics)
+
+
 def test_runs_are_listed_newest_first_and_reopened(tmp_path, model):
-    save_run(tmp_path, "20260101-000000-aaaaaa", model, {"created": 1, "history": [{}], "test_accuracy": 0.4})
-    save_run(tmp_path, "20260102-000000-bbbbbb", model, {"created": 2, "history": [], "status": "stopped"})
-    (tmp_path / "not-a-run").mkdir()
-    assert [run.run_id for run in list_runs(tmp_path)] == ["20260102-000000-bbbbbb", "20260101-000000-aaaaaa"]
-    assert "40.0%" in open_run(tmp_path, "20260101-000000-aaaaaa").label
-    assert open_run(tmp_path, "../etc") is None
-    with pytest.raises(ValueError):
-        save_run(tmp_path, "../escape", model, {})
+    runs = tmp_path / "runs"
+    save_run(runs / "20260101-000000-aaaaaa", model, {"created": 1, "history": [{}], "test_accuracy": 0.4})
+    save_run(runs / "20260102-000000-bbbbbb", model, {"created": 2, "history": [], "status": "stopped"})
+    (runs / "20260103-000000-cccccc").mkdir()  # a run still training: no model yet
+    assert [run.run_id for run in list_runs(runs)] == ["20260102-000000-bbbbbb", "20260101-000000-aaaaaa"]
+    assert "40.0%" in open_run(runs, "20260101-000000-aaaaaa").label
+    assert open_run(runs, "20260103-000000-cccccc") is None
 
 
-def test_top_k_orders_classes_by_probability():
-    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
-    assert top_k(probabilities, ["a", "b", "c"], k=2) == [[("b", 0.6), ("c", 0.3)], [("a", 0.5), ("c", 0.3)]]
-    assert len(top_k(probabilities, ["a", "b", "c"], k=10)[0]) == 3
+def test_a_run_id_from_a_url_never_opens_a_folder_outside_the_runs_folder(tmp_path, model):
+    save_run(tmp_path / "20260101-000000-aaaaaa", model, {"created": 1})  # beside the runs folder, not in it
+    (tmp_path / "runs").mkdir()
+    assert open_run(tmp_path / "runs", "20260101-000000-aaaaaa") is None
+    assert open_run(tmp_path / "runs", "../20260101-000000-aaaaaa") is None
+    assert [run.run_id for run in list_runs(tmp_path)] == ["20260101-000000-aaaaaa"]  # where it is, it opens
 
 
 def test_predict_accepts_one_image_or_a_batch(model):

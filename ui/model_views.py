@@ -14,7 +14,7 @@ from PIL import Image
 from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
 from cifar.runner import JobBoard
-from cifar.store import SavedRun
+from cifar.store import PREDICTIONS_FILE, SavedRun
 
 GALLERY_SIZE = 24
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
@@ -68,7 +68,7 @@ def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
 
     with st.spinner("Loading the test images…"):  # a DataError here is shown by the tab's shown_as_error
         _, (x_test, y_test), class_names = board.dataset()
-    predictions_file = run.folder / "test_predictions.npy"
+    predictions_file = run.folder / PREDICTIONS_FILE
     predicted = np.load(predictions_file) if predictions_file.is_file() else predict_probabilities(model, x_test).argmax(1)
     if len(predicted) != len(y_test):
         st.error("This run was tested on a different dataset from the one loaded now.")
