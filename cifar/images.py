@@ -66,7 +66,7 @@ def to_network_input(image: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 def preprocess_image(source: ImageSource, size: int = INPUT_SIZE) -> np.ndarray:
-    """What the CLI and the app call: `to_network_input(load_image(source), size)`, but fast.
+    """What the CLI's predict calls: `to_network_input(load_image(source), size)`, but fast.
 
     Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale (still at least 4x the network's size
     on the short side), so a 25 MP photo does not have to be decoded in full.

@@ -4,8 +4,8 @@ Every consumer (the CLI's progress bars, the app's background job, the tests) re
 events, so what the app draws is exactly what the CLI prints:
 
 - ``{"event": "start", "epochs", "steps_per_epoch", "train_size", "config"}``
-- ``{"event": "batch", "epoch", "step", "loss", "accuracy", "epoch_loss", "epoch_accuracy",
-  "images_per_second", "elapsed", "remaining", "progress"}`` every few batches; ``loss`` and
+- ``{"event": "batch", "epoch", "step", "steps_per_epoch", "loss", "accuracy", "epoch_loss",
+  "epoch_accuracy", "images_per_second", "elapsed", "remaining", "progress"}`` every few batches; ``loss`` and
   ``accuracy`` cover just the batches since the previous event, ``epoch_*`` the epoch so far
 - ``{"event": "epoch", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", ...}``
 - ``{"event": "end", "status": "finished" | "stopped" | "diverged", "reason"}``
