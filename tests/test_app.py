@@ -109,7 +109,10 @@ def test_pick_a_test_image_and_see_its_probabilities(runs_dir):
     assert captions and all(c.endswith("true: ship") for c in captions)
     at.radio(key="gallery_mode").set_value("Only mistakes").run()
     captions = [c.value for c in at.caption if "true:" in c.value]
-    assert all(c.startswith("❌") for c in captions)
+    if captions:
+        assert all(c.startswith("❌") for c in captions)
+    else:  # a model that is right on every test image has no mistakes to show, and says so
+        assert any("no mistakes at all" in info.value for info in at.info)
 
 
 def png_bytes(colour) -> bytes:

@@ -145,3 +145,8 @@ def test_only_the_seed_convnet_is_accepted():
     other = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(ValueError, match="seed ConvNet"):
         TrainSteps(other, TrainConfig(), 1)
+    # The same layer names with another padding: the step's SAME convolution would compute something else.
+    valid_padding = build_model(10)
+    valid_padding.get_layer("conv").padding = "valid"
+    with pytest.raises(ValueError, match="seed ConvNet"):
+        TrainSteps(valid_padding, TrainConfig(), 1)
