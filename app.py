@@ -26,6 +26,7 @@ from cifar.store import ModelFileError, SavedRun, list_runs, open_run
 from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
+FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
 POLL_SECONDS = 0.7  # how often the live view asks the job for news while it trains
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip")
@@ -71,7 +72,7 @@ def fill_from_preset() -> None:
     preset = PRESETS[st.session_state.preset]
     for key in CONFIG_KEYS:
         value = getattr(preset, key)
-        st.session_state[key] = 50_000 if key == "train_size" and value is None else value
+        st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
 
 
 def run_setup_ui() -> TrainConfig:
@@ -90,7 +91,7 @@ def run_setup_ui() -> TrainConfig:
     with st.sidebar.expander("More settings"):
         st.number_input("Learning rate", min_value=1e-5, max_value=1.0, format="%.4f", key="learning_rate")
         st.selectbox("Batch size", [16, 32, 64, 128, 256], key="batch_size")
-        st.number_input("Training images", min_value=100, max_value=50_000, step=1000, key="train_size",
+        st.number_input("Training images", min_value=100, max_value=FULL_TRAINING_SET, step=1000, key="train_size",
                         help="Train on a random subset for a quicker demo; 50,000 is the whole training set.")
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed",
                         help="The same seed and settings train the same model.")
@@ -99,7 +100,7 @@ def run_setup_ui() -> TrainConfig:
         st.checkbox("Mirror training pictures at random", key="flip",
                     help="Data augmentation: each epoch, half the training pictures are flipped left to right.")
     values = {key: st.session_state[key] for key in CONFIG_KEYS}
-    values["train_size"] = None if values["train_size"] >= 50_000 else int(values["train_size"])
+    values["train_size"] = None if values["train_size"] >= FULL_TRAINING_SET else int(values["train_size"])
     return TrainConfig(**values)
 
 
