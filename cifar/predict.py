@@ -1,8 +1,8 @@
-"""Class probabilities for images the model has never seen, and the top-k helper."""
+"""Class probabilities for images the model has never seen, and which test images to show."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import numpy as np
 
@@ -31,3 +31,15 @@ def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: 
         probabilities[start : start + batch_size] = model.predict_on_batch(images[start : start + batch_size])
     return probabilities
 
+
+def pick_test_images(labels: np.ndarray, predicted: np.ndarray, show: Literal["all", "class", "mistakes"],
+                     class_index: int = 0, count: int = 24, seed: int = 0) -> tuple[int, np.ndarray]:
+    """Up to `count` random test-image indices among those matching `show` (every image, one true
+    class, or the ones the model got wrong), and how many match in all."""
+    matching = np.arange(len(labels))
+    if show == "class":
+        matching = matching[labels == class_index]
+    elif show == "mistakes":
+        matching = matching[predicted != labels]
+    picked = np.random.default_rng(seed).choice(matching, size=min(count, len(matching)), replace=False)
+    return len(matching), picked

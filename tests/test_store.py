@@ -9,7 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from cifar.model import build_model
-from cifar.predict import predict_probabilities
+from cifar.predict import pick_test_images, predict_probabilities
 from cifar.store import (METRICS_FILE, MODEL_FILE, ModelFileError, list_runs, load_model, open_run, read_metadata,
                          save_model, write_metrics)
 from tests.synthetic import CIFAR10_CLASSES, learnable_images
@@ -101,3 +101,17 @@ def test_predict_accepts_one_image_or_a_batch(model):
     np.testing.assert_allclose(predict_probabilities(model, images[0])[0], batch[0], rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError):
         predict_probabilities(model, np.zeros((2, 28, 28), np.uint8))
+
+
+def test_the_gallery_picks_distinct_images_that_match_what_it_shows():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    predicted = np.array([0, 1, 0, 0, 2, 2, 0, 1, 1, 0])  # wrong at 2, 4 and 8
+    assert pick_test_images(labels, predicted, "mistakes", count=24)[0] == 3
+    assert sorted(pick_test_images(labels, predicted, "mistakes", count=24)[1]) == [2, 4, 8]
+    matching, picked = pick_test_images(labels, predicted, "class", class_index=0, count=2, seed=5)
+    assert matching == 4 and len(set(picked)) == 2 and all(labels[picked] == 0)
+    matching, picked = pick_test_images(labels, predicted, "all", count=6, seed=5)
+    assert matching == 10 and len(set(picked)) == 6
+    assert list(pick_test_images(labels, predicted, "all", count=6, seed=5)[1]) == list(picked)  # a seed, one pick
+    assert pick_test_images(labels, labels, "mistakes")[0] == 0
+

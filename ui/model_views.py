@@ -64,7 +64,7 @@ def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
 
 
 def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
-    from cifar.predict import predict_probabilities
+    from cifar.predict import pick_test_images, predict_probabilities
 
     with st.spinner("Loading the test images…"):  # a DataError here is shown by the tab's shown_as_error
         _, (x_test, y_test), class_names = board.dataset()
@@ -78,17 +78,13 @@ def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
     chosen_class = pick_class.selectbox("Class", class_names, key="gallery_class", disabled=mode != "One class")
     if shuffle.button("New pick", key="gallery_shuffle") or "gallery_seed" not in st.session_state:
         st.session_state.gallery_seed = int(time.time() * 1000) % 2**31
-    candidates = np.arange(len(y_test))
-    if mode == "One class":
-        candidates = candidates[y_test == class_names.index(chosen_class)]
-    elif mode == "Only mistakes":
-        candidates = candidates[predicted != y_test]
-    if len(candidates) == 0:
+    show_what = {"Random": "all", "One class": "class", "Only mistakes": "mistakes"}[mode]
+    matching, shown = pick_test_images(y_test, predicted, show_what, class_names.index(chosen_class), GALLERY_SIZE,
+                                       st.session_state.gallery_seed)
+    if not matching:
         st.info("No test images match: no mistakes at all!" if mode == "Only mistakes" else "No test images match.")
         return
-    rng = np.random.default_rng(st.session_state.gallery_seed)
-    shown = rng.choice(candidates, size=min(GALLERY_SIZE, len(candidates)), replace=False)
-    st.caption(f"{len(candidates):,} matching test images; showing {len(shown)}. Press Inspect to see what the "
+    st.caption(f"{matching:,} matching test images; showing {len(shown)}. Press Inspect to see what the "
                "network thinks of one.")
     columns = st.columns(8)
     for position, index in enumerate(shown):
