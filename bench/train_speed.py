@@ -86,6 +86,9 @@ def main() -> None:
     for name, figures in summary.items():
         print(f"{name:<12} {figures['images_per_second']:>10,.0f} {figures['peak_rss_mb']:>12,.0f} "
               f"{figures['test_accuracy']:>14.4f}")
+    if args.rounds > 1:  # the seed script's speed is bimodal on some machines: show every round, not just the median
+        for name, results in runs.items():
+            print(f"{name} by round: " + ", ".join(f"{run['images_per_second']:,.0f}" for run in results) + " images/s")
     seed, ours = summary["seed script"], summary["our core"]
     print(f"speed ratio (ours / seed): {ours['images_per_second'] / seed['images_per_second']:.2f}x")
     points = round(100 * (ours["test_accuracy"] - seed["test_accuracy"]), 1) + 0.0  # + 0.0 turns -0.0 into 0.0
