@@ -258,3 +258,25 @@ def test_a_first_download_shows_its_progress(runs_dir, tiny_archive, monkeypatch
         assert any(m.label == "Test accuracy" for m in at.metric)
     finally:
         server.shutdown()
+
+
+def test_a_run_stopped_while_its_data_loads_says_so_and_saves_nothing(runs_dir, monkeypatch):
+    import cifar.runner
+
+    real_load_data = cifar.runner.load_data
+
+    def slow_load_data(*args, **kwargs):
+        time.sleep(1.5)  # long enough to press Stop while the data loads
+        return real_load_data(*args, **kwargs)
+
+    monkeypatch.setattr(cifar.runner, "load_data", slow_load_data)
+    at = new_app()
+    at.button(key="train").click().run()
+    at.button(key="stop").click().run()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("Stopped by request" in info.value for info in at.info):
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception and not at.error, page_text(at)
+    assert any("Stopped by request while the data was loading" in info.value for info in at.info), page_text(at)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # not even an empty run folder
