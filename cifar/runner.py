@@ -87,7 +87,7 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
     return metrics
 
 
-def import_tensorflow_for_a_server() -> None:
+def import_tensorflow_for_a_server(after_seconds: float = 0.0) -> None:
     """Import TensorFlow, then exempt everything loaded so far from garbage collection.
 
     Streamlit collects garbage after every script run, and with Keras loaded it also calls
@@ -99,6 +99,7 @@ def import_tensorflow_for_a_server() -> None:
     """
     from cifar.backend import keras_module
 
+    time.sleep(after_seconds)
     keras_module()
     gc.freeze()
 
@@ -198,12 +199,12 @@ class JobBoard:
                 self._dataset = load_data(self.data, progress=progress)
             return self._dataset
 
-    def warm_up(self) -> None:
+    def warm_up(self, after_seconds: float = 0.0) -> None:
         """Import TensorFlow in the background, once, so the first Train does not wait for it."""
         with self._lock:
             if self._warming is None:
-                self._warming = threading.Thread(target=import_tensorflow_for_a_server, name="import-tensorflow",
-                                                 daemon=True)
+                self._warming = threading.Thread(target=import_tensorflow_for_a_server, args=(after_seconds,),
+                                                 name="import-tensorflow", daemon=True)
                 self._warming.start()
 
     def active_job(self) -> Optional[TrainingJob]:

@@ -5,10 +5,13 @@ only that each script finishes, reports both sides and fails loudly when a side 
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--train-size", "300"]  # a few steps: enough to exercise every path in seconds
@@ -44,3 +47,14 @@ def test_bench_train_speed_exits_non_zero_with_the_error_when_a_side_fails(tmp_p
     assert result.returncode != 0
     assert "seed script failed" in result.stderr and "DataError" in result.stderr
     assert "speed ratio" not in result.stdout
+
+
+def test_bench_app_start_smoke_times_a_real_server_and_browser():
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    if not Path(chromium).is_file():
+        pytest.skip(f"no Chromium at {chromium}")
+    result = bench("app_start.py", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^median of 1: server healthy \d+\.\d\d s, controls visible \d+\.\d\d s after `streamlit run`$",
+                     result.stdout, re.MULTILINE), result.stdout
