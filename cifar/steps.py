@@ -4,18 +4,18 @@
 function (the same layers and weights, float32 throughout, the same dropout distributions,
 the same loss, and SGD or Adam with Keras's update rules) with fewer passes over memory.
 Measured on a 2-core Xeon at batch size 32, where a step of `model.fit` takes about 16 ms and
-this one about 8 ms:
+this one about 7 ms:
 
 1. Dropout masks come from numpy (`keep_mask`), drawn in a background thread with the next
    group's images (cifar/train.py), instead of TensorFlow's Philox generator inside the step.
    Philox costs about 1.6 ms per step for the conv layer's million draws, plus 0.9 ms for its
    select ops; one random byte per unit (rarely more) costs about 0.5 ms, off the step's path.
-2. The conv layer's relu and dropout share one gradient op (`_conv_relu_kept`): one pass fewer
-   over the conv output. The pixels' 1/255 and dropout's 1 / (1 - rate), positive factors that
-   pass through the convolution, relu and max-pooling, scale the 896 numbers of the conv kernel
-   and bias instead of the images and the pooled outputs: two ops fewer on every step's path
-   (fit() on 10,000 images: 3,338-3,720 images/s, mean 3,600, against 3,364-3,506, mean 3,449,
-   in four alternating pairs).
+2. The pixels' 1/255 and conv dropout's 1 / (1 - rate), positive factors that pass through the
+   convolution, relu and max-pooling, scale the 896 numbers of the conv kernel and bias instead
+   of the images and the pooled outputs: two ops fewer on every step's path (fit() on 10,000
+   images: mean 3,600 against 3,449 images/s over four alternating pairs). And the conv layer's
+   relu and dropout gradients are one ReluGrad on the pooled tensor, a quarter of the size,
+   instead of two passes over the conv output (`_conv_dropout_pool`).
 3. The Dense(8192->512) input gradient is computed as (W g^T)^T: TensorFlow's matmul with a
    transposed second operand took 1.45 ms against 0.9 ms for this form of the same product.
    And it is computed before the kernel gradient, not beside it: the input gradient is on the
@@ -26,7 +26,8 @@ this one about 8 ms:
    ResourceApplyAdam): one pass over the 16 MB dense kernel where Keras's update makes
    several (about 0.3 ms a step for SGD, several ms for Adam).
 5. A whole group of steps runs in one call (`IMAGES_PER_CALL`), like Keras's
-   steps_per_execution, so Python is visited every half-second at most.
+   steps_per_execution, so Python is visited every half-second at most. With SGD, each step's
+   dense kernel update runs at the start of the next step, beside its conv layer (`_steps`).
 
 tests/test_steps.py checks, step against step, that this computes what Keras's compiled
 recipe computes, and that the gradients through dropout are those of Keras's layers.
@@ -142,23 +143,48 @@ class TrainSteps:
     def _steps(self, images, labels, *masks):
         tf = self.tf
         batch_size = tf.cast(tf.shape(labels)[1], tf.float32)
+        kernel = self.dense.kernel.value
+        # With SGD, each step's update of the dense kernel is applied at the start of the next step,
+        # where it runs beside that step's conv layer (which does not need it) instead of last: fit()
+        # on 10,000 images ran at 4,070-4,285 images/s against 3,811-3,946 (with the pooled gradient
+        # of _conv_dropout_pool). Adam's bigger update slowed that conv layer more than it gained
+        # (18.5-19.0 ms a step against 18.0-18.7 at batch 64), so Adam updates in place.
+        deferred = self.config.optimizer == "sgd"
 
-        def one_step(index, loss_sum, correct):
-            step_loss, step_correct = self._step(images[index], labels[index], [mask[index] for mask in masks])
-            return index + 1, loss_sum + step_loss * batch_size, correct + step_correct
+        def one_step(index, loss_sum, correct, *pending):
+            if deferred:
+                tf.cond(index > 0, lambda: self._update(kernel, *pending), tf.no_op)
+            step_loss, step_correct, kernel_update = self._step(images[index], labels[index],
+                                                                [mask[index] for mask in masks], deferred)
+            return (index + 1, loss_sum + step_loss * batch_size, correct + step_correct, *kernel_update)
 
-        _, loss_sum, correct = tf.while_loop(lambda index, *sums: index < tf.shape(images)[0], one_step,
-                                             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
+        start = (tf.constant(0), tf.constant(0.0), tf.constant(0.0))
+        pending = (tf.zeros_like(kernel), *self._scalars()) if deferred else ()
+        _, loss_sum, correct, *last = tf.while_loop(lambda index, *rest: index < tf.shape(images)[0], one_step,
+                                                    (*start, *pending))
+        if deferred:  # the last step's kernel update, so the model is whole between calls
+            with tf.control_dependencies([self._update(kernel, *last)]):
+                return tf.identity(loss_sum), tf.identity(correct)
         return loss_sum, correct
 
-    def _step(self, images, labels, masks):
+    def _step(self, images, labels, masks, defer_kernel: bool):
+        """One training step. Returns its loss and correct count, and, if defer_kernel, the dense
+        kernel's gradient and update scalars for the caller to apply before the kernel is next read."""
         tf = self.tf
         with tf.GradientTape() as tape:
             logits = self._logits(images, dict(zip(self.mask_shapes, masks)))
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-        self._apply(tape.gradient(loss, self.variables))
+        gradients = tape.gradient(loss, self.variables)
+        scalars = self._scalars()
+        kernel_update = ()
+        for variable, gradient in zip(self.variables, gradients):
+            if defer_kernel and variable is self.dense.kernel.value:
+                kernel_update = (gradient, *scalars)
+            else:
+                self._update(variable, gradient, *scalars)
+        self.iterations.assign_add(1)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32))
-        return loss, correct
+        return loss, correct, kernel_update
 
     def _logits(self, images, masks):
         """The model's forward pass in training mode, layer by layer, with the given dropout masks."""
@@ -171,39 +197,44 @@ class TrainSteps:
         # images and the pooled outputs, they take two ops off every step's critical path.
         dropout_scale = 1.0 / (1.0 - self.rates["conv_dropout"]) if "conv_dropout" in masks else 1.0
         kernel, bias = kernel * (self.scale * dropout_scale), bias * dropout_scale
-        if "conv_dropout" in masks:
-            hidden = tf.nn.max_pool2d(self._conv_relu_kept(pixels, kernel, bias, masks["conv_dropout"]), 2, 2, "VALID")
-        else:
-            hidden = tf.nn.max_pool2d(tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(pixels, kernel, 1, "SAME"), bias)), 2, 2, "VALID")
+        hidden = self._conv_dropout_pool(pixels, kernel, bias, masks.get("conv_dropout"))
         hidden = tf.reshape(hidden, [-1, self.flat_size])
         hidden = tf.nn.relu(tf.nn.bias_add(self._dense_matmul(hidden, tf.convert_to_tensor(self.dense.kernel.value)), self.dense.bias.value))
         if "dense_dropout" in masks:  # Keras's inverted dropout: kept units times 1 / (1 - rate), dropped ones zero
             hidden = hidden * (tf.cast(masks["dense_dropout"], tf.float32) * (1.0 / (1.0 - self.rates["dense_dropout"])))
         return tf.nn.bias_add(tf.matmul(hidden, self.output.kernel.value), self.output.bias.value)
 
-    def _conv_relu_kept(self, inputs, kernel, bias, keep):
-        """relu(conv(inputs) + bias) with the dropped units zeroed, and its gradient in one pass fewer.
+    def _conv_dropout_pool(self, pixels, kernel, bias, keep):
+        """max_pool(relu(conv(pixels) + bias) * keep), with a gradient that makes no relu or
+        dropout pass over the conv layer's output.
 
-        A unit of the result is positive exactly when relu passed it and dropout kept it, so one
-        ReluGrad on the result gives the gradient through both (TensorFlow's own gradient would
-        multiply by the mask, then apply ReluGrad). The pixels need no gradient.
+        Max-pooling's gradient goes to each window's largest unit. Where the pooled value is
+        positive, that unit was kept and passed by relu, so its own relu and dropout gradients
+        are 1; where it is 0, they are 0 for whichever unit gets it. So one ReluGrad on the
+        pooled tensor, a quarter of the size, stands for both (TensorFlow's own gradient would
+        multiply by the mask and apply ReluGrad at full size). The pixels need no gradient.
         """
         tf = self.tf
 
         @tf.custom_gradient
-        def conv_relu_kept(kernel, bias):
-            kept = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, "SAME"), bias)) * tf.cast(keep, tf.float32)
+        def conv_dropout_pool(kernel, bias):
+            kept = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(pixels, kernel, 1, "SAME"), bias))
+            if keep is not None:
+                kept = kept * tf.cast(keep, tf.float32)
+            pooled = tf.nn.max_pool2d(kept, 2, 2, "VALID")
 
             def gradient(upstream):
-                before_relu = tf.raw_ops.ReluGrad(gradients=upstream, features=kept)
+                at_conv = tf.raw_ops.MaxPoolGrad(orig_input=kept, orig_output=pooled,
+                                                 grad=tf.raw_ops.ReluGrad(gradients=upstream, features=pooled),
+                                                 ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="VALID")
                 kernel_gradient = tf.raw_ops.Conv2DBackpropFilter(
-                    input=inputs, filter_sizes=tf.shape(kernel), out_backprop=before_relu, strides=[1, 1, 1, 1],
+                    input=pixels, filter_sizes=tf.shape(kernel), out_backprop=at_conv, strides=[1, 1, 1, 1],
                     padding="SAME")
-                return kernel_gradient, tf.raw_ops.BiasAddGrad(out_backprop=before_relu)
+                return kernel_gradient, tf.raw_ops.BiasAddGrad(out_backprop=at_conv)
 
-            return kept, gradient
+            return pooled, gradient
 
-        return conv_relu_kept(kernel, bias)
+        return conv_dropout_pool(kernel, bias)
 
     def _dense_matmul(self, inputs, kernel):
         """inputs @ kernel, with the input gradient computed in the faster of two equal forms."""
@@ -221,22 +252,26 @@ class TrainSteps:
 
         return matmul(inputs, kernel)
 
-    def _apply(self, gradients) -> None:
+    def _scalars(self):
+        """This step's learning rate, and for Adam beta_1 and beta_2 to the power of the step number."""
         tf = self.tf
         step = self.iterations
         learning_rate = (tf.cast(self.learning_rate(step), tf.float32) if self.learning_rate is not None
                          else tf.constant(self.config.learning_rate, tf.float32))
+        if self.config.optimizer != "adam":
+            return (learning_rate,)
+        power = tf.cast(step + 1, tf.float32)
+        return learning_rate, tf.pow(ADAM_BETA_1, power), tf.pow(ADAM_BETA_2, power)
+
+    def _update(self, variable, gradient, *scalars):
+        """The optimizer's update of one variable, by TensorFlow's fused kernel for it."""
+        tf = self.tf
         if self.config.optimizer == "adam":
             # Keras's Adam, fused: the same moments, bias correction and epsilon outside the root.
-            power = tf.cast(step + 1, tf.float32)
-            beta_1_power, beta_2_power = tf.pow(ADAM_BETA_1, power), tf.pow(ADAM_BETA_2, power)
-            for variable, (m, v), gradient in zip(self.variables, self.moments, gradients):
-                tf.raw_ops.ResourceApplyAdam(
-                    var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
-                    lr=learning_rate, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
-                    epsilon=tf.constant(ADAM_EPSILON), grad=gradient)
-        else:
-            for variable, gradient in zip(self.variables, gradients):
-                tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=learning_rate, delta=gradient)
-        step.assign_add(1)
-
+            learning_rate, beta_1_power, beta_2_power = scalars
+            m, v = self.moments[next(i for i, known in enumerate(self.variables) if known is variable)]
+            return tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
+                lr=learning_rate, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
+                epsilon=tf.constant(ADAM_EPSILON), grad=gradient)
+        return tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=scalars[0], delta=gradient)
