@@ -33,7 +33,7 @@ FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" 
 WARM_UP_AFTER_SECONDS = 2.0
 POLL_SECONDS = 0.7  # how often the live view asks the job for news while it trains
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
-               "optimizer", "schedule", "flip")
+               "optimizer", "schedule", "flip", "conv_start")
 
 
 @contextmanager
@@ -85,8 +85,9 @@ def run_setup_ui() -> TrainConfig:
         st.session_state.preset = "Seed recipe"
         fill_from_preset()
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
-                     help="Seed recipe: the tutorial as written. Quick demo: the same network trained with Adam "
-                          "and a cosine schedule, about 61% test accuracy in three epochs. No dropout: watch it overfit.")
+                     help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
+                          "started as the main patterns of the pictures and trained with Adam and a cosine schedule: "
+                          "about 61% test accuracy after one epoch. No dropout: watch it overfit.")
     st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
@@ -103,6 +104,12 @@ def run_setup_ui() -> TrainConfig:
         st.selectbox("Learning-rate schedule", ["constant", "cosine"], key="schedule")
         st.checkbox("Mirror training pictures at random", key="flip",
                     help="Data augmentation: each epoch, half the training pictures are flipped left to right.")
+        st.selectbox("Conv filters start as", ["random", "pca"], key="conv_start",
+                     format_func={"random": "random (Keras's default)", "pca": "main patterns of the pictures"}.get,
+                     help="Main patterns: the principal components of 3x3 patches of the training pictures, and "
+                          "their negatives. The conv layer starts out seeing brightness, edges and colour contrasts "
+                          "instead of random mixtures of pixels, so the first epoch learns much faster. The filters "
+                          "are then trained like any other weights.")
     values = {key: st.session_state[key] for key in CONFIG_KEYS}
     values["train_size"] = None if values["train_size"] >= FULL_TRAINING_SET else int(values["train_size"])
     return TrainConfig(**values)
@@ -250,7 +257,7 @@ def main() -> None:
     job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
     if run_id is None:
-        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in three epochs, under a minute.")
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch, in about 15 seconds.")
     elif job is not None and (job.active or run is None):
         st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
     model, class_names = run_model(run)

@@ -18,6 +18,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
+ARCHIVE_READ_BYTES = 1 << 20  # how much of a .tar.gz is read and decompressed at a time
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -135,8 +136,9 @@ class _ArchiveFiles:
         self.source, self.layout = archive_path, None  # None: _read_copy infers it from the members it saw
         try:
             # Stream mode reads the archive once, front to back; random access into a
-            # .tar.gz would decompress it again for every member read out of order.
-            self.tar = tarfile.open(archive_path, "r|*")
+            # .tar.gz would decompress it again for every member read out of order. Read in
+            # 1 MB pieces rather than tarfile's 10 KB: 18,000 fewer trips through zlib.
+            self.tar = tarfile.open(archive_path, "r|*", bufsize=ARCHIVE_READ_BYTES)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
             raise self._damaged(error) from None
 

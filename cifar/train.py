@@ -27,7 +27,7 @@ import numpy as np
 
 from cifar.backend import keras_module
 from cifar.config import TrainConfig
-from cifar.model import build_model
+from cifar.model import build_model, principal_component_filters
 from cifar.predict import predict_probabilities
 from cifar.steps import TrainSteps, keep_mask, steps_per_call
 
@@ -257,5 +257,9 @@ def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config:
     """Build the seed ConvNet for these classes and train it as the config says."""
     keras_module().utils.set_random_seed(config.seed)
     model = build_model(len(class_names), config.conv_dropout, config.dense_dropout)
+    if config.conv_start == "pca":  # from the images it will train on, never the test set
+        conv = model.get_layer("conv")
+        conv.set_weights(list(principal_component_filters(subset(*train, config.train_size, config.seed)[0], conv.filters,
+                                                     config.seed)))
     validation = test if config.validation == "test" else None
     return model, fit(model, train, config, validation, on_event, stop)
