@@ -86,7 +86,7 @@ def run_setup_ui() -> TrainConfig:
         fill_from_preset()
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
-                          "started as the main patterns of the pictures and trained with Adam and a cosine schedule: "
+                          "started as patterns of the pictures and trained with Adam and a cosine schedule: "
                           "about 61% test accuracy after one epoch. No dropout: watch it overfit.")
     st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
@@ -105,9 +105,10 @@ def run_setup_ui() -> TrainConfig:
         st.checkbox("Mirror training pictures at random", key="flip",
                     help="Data augmentation: each epoch, half the training pictures are flipped left to right.")
         st.selectbox("Conv filters start as", ["random", "pca"], key="conv_start",
-                     format_func={"random": "random (Keras's default)", "pca": "main patterns of the pictures"}.get,
-                     help="Main patterns: the principal components of 3x3 patches of the training pictures, and "
-                          "their negatives. The conv layer starts out seeing brightness, edges and colour contrasts "
+                     format_func={"random": "random (Keras)", "pca": "picture patterns (PCA)"}.get,
+                     help="Random: Keras's default start. Picture patterns: the principal components of 3x3 patches "
+                          "of the training pictures, and their negatives. "
+                          "The conv layer starts out seeing brightness, edges and colour contrasts "
                           "instead of random mixtures of pixels, so the first epoch learns much faster. The filters "
                           "are then trained like any other weights.")
     values = {key: st.session_state[key] for key in CONFIG_KEYS}
@@ -257,7 +258,7 @@ def main() -> None:
     job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
     if run_id is None:
-        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch, in about 15 seconds.")
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch, in about 20 seconds.")
     elif job is not None and (job.active or run is None):
         st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
     model, class_names = run_model(run)

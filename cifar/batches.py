@@ -137,7 +137,8 @@ class _ArchiveFiles:
         try:
             # Stream mode reads the archive once, front to back; random access into a
             # .tar.gz would decompress it again for every member read out of order. Read in
-            # 1 MB pieces rather than tarfile's 10 KB: 18,000 fewer trips through zlib.
+            # 1 MB pieces rather than tarfile's 10 KB: 18,000 fewer trips through zlib, and the
+            # CIFAR-10 archive read in 2.25-2.27 s instead of 2.46-2.57 s (three alternating pairs).
             self.tar = tarfile.open(archive_path, "r|*", bufsize=ARCHIVE_READ_BYTES)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
             raise self._damaged(error) from None

@@ -73,6 +73,7 @@ def test_controls_start_at_the_seed_recipe_and_presets_fill_them(runs_dir):
         assert at.slider(key="dense_dropout").value == preset.dense_dropout
         assert at.selectbox(key="batch_size").value == preset.batch_size
         assert at.selectbox(key="optimizer").value == preset.optimizer
+        assert at.selectbox(key="conv_start").value == preset.conv_start
 
 
 def test_train_to_the_end_shows_metrics_confusion_matrix_and_saves_the_run(runs_dir):
@@ -90,6 +91,7 @@ def test_train_to_the_end_shows_metrics_confusion_matrix_and_saves_the_run(runs_
     assert saved[0].metrics["test_accuracy"] == pytest.approx(accuracy, abs=0.001)
     assert at.query_params["run"] == [saved[0].run_id] or at.query_params["run"] == saved[0].run_id
     assert len(saved[0].metrics["history"]) == 3 and len(saved[0].metrics["confusion_matrix"]) == 10
+    assert saved[0].metrics["config"]["conv_start"] == "pca"  # the Quick demo's start, as the sidebar set it
 
 
 def test_pick_a_test_image_and_see_its_probabilities(runs_dir):
