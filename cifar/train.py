@@ -259,7 +259,7 @@ def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config:
     model = build_model(len(class_names), config.conv_dropout, config.dense_dropout)
     if config.conv_start == "pca":  # from the images it will train on, never the test set
         conv = model.get_layer("conv")
-        conv.set_weights(list(principal_component_filters(subset(*train, config.train_size, config.seed)[0], conv.filters,
-                                                     config.seed)))
+        images, _ = subset(*train, config.train_size, config.seed)
+        conv.set_weights(list(principal_component_filters(images, conv.filters, config.seed)))
     validation = test if config.validation == "test" else None
     return model, fit(model, train, config, validation, on_event, stop)
