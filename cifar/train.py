@@ -258,8 +258,8 @@ def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config:
     keras_module().utils.set_random_seed(config.seed)
     model = build_model(len(class_names), config.conv_dropout, config.dense_dropout)
     if config.conv_start == "pca":  # from the images it will train on, never the test set
+        train = subset(*train, config.train_size, config.seed)  # fit() then finds it already the right size
         conv = model.get_layer("conv")
-        images, _ = subset(*train, config.train_size, config.seed)
-        conv.set_weights(list(principal_component_filters(images, conv.filters, config.seed)))
+        conv.set_weights(list(principal_component_filters(train[0], conv.filters, config.seed)))
     validation = test if config.validation == "test" else None
     return model, fit(model, train, config, validation, on_event, stop)
