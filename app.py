@@ -2,14 +2,16 @@
 curves live, then test it on the test set and on your own pictures.
 
 Layout only: each `*_ui()` function draws one part of the page and returns what the user
-chose. Training runs in `cifar.runner`'s background job, which never calls Streamlit; the
-page polls it from a fragment. TensorFlow is imported in the background two seconds after the
-first page is drawn, so the controls never wait for it.
+chose. Training happens in a worker process that this server starts (cifar/service.py); runs,
+their queue and their events live in the run store in the runs folder, which the pages only
+read. The web process never imports TensorFlow: it predicts with each run's LiteRT copy
+(cifar/inference.py).
 """
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,21 +19,22 @@ from typing import Any, Optional
 
 import streamlit as st
 
-from cifar import charts
 from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
-from cifar.runner import JobBoard, TrainingBusy, TrainingJob
-from cifar.store import ModelFileError, SavedRun, list_runs, open_run
+from cifar.inference import PageModel, open_page_model
+from cifar.live import LiveRun
+from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
+from cifar.runstore import QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
+from cifar.service import LocalTrainer
+from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
-# TensorFlow's import, started as the first page is drawn, held the GIL while the server sent that
-# page: the controls showed 3.8-4.0 s after `streamlit run` instead of 2.3 s (bench/app_start.py).
-# Started 2 s later they show at 2.4 s, and a first Train still finds TensorFlow loaded or loading.
-WARM_UP_AFTER_SECONDS = 2.0
-POLL_SECONDS = 0.7  # how often the live view asks the job for news while it trains
+STATUS_SECONDS = 1.0  # how often a page watching a run asks the store for news
+CURVES_SECONDS = 4.0  # how often it redraws the live curves: the figure is the page's biggest message
+IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
 
@@ -48,28 +51,56 @@ def shown_as_error(doing: str) -> Iterator[None]:
         st.error(f"Something went wrong while {doing}: {type(error).__name__}: {error}")
 
 
+def secret(name: str) -> Optional[str]:
+    try:
+        value = st.secrets.get(name)
+    except Exception:  # no secrets file at all is the normal case
+        return None
+    return str(value) if value else None
+
+
 def data_location() -> Optional[str]:
     """CIFAR10_DATA from st.secrets; from the environment, cifar.data reads it itself (and names it in
     its messages). Never a path typed into the page: a hosted app must not read arbitrary server files."""
-    if os.environ.get("CIFAR10_DATA"):
-        return None
+    return None if os.environ.get("CIFAR10_DATA") else secret("CIFAR10_DATA")
+
+
+def number_setting(name: str, default: int) -> int:
+    """A host's setting, from the environment (CIFAR_WORKERS) or the secrets (WORKERS)."""
+    value = os.environ.get(f"CIFAR_{name}") or secret(name)
     try:
-        return st.secrets.get("CIFAR10_DATA")
-    except Exception:  # no secrets file at all is the normal case
-        return None
+        return max(1, int(value)) if value else default
+    except ValueError:
+        return default
 
 
-@st.cache_resource
-def job_board() -> JobBoard:
-    """One per server process: every visitor shares its single training slot and its dataset."""
-    return JobBoard(RUNS_DIR, data_location())
+@st.cache_resource(on_release=LocalTrainer.shutdown)
+def trainer() -> LocalTrainer:
+    """One per server process: it starts the training workers (ended with it) and owns the run store."""
+    return LocalTrainer(RUNS_DIR, data_location(), workers=number_setting("WORKERS", 1),
+                        runs_kept=number_setting("RUNS_KEPT", RUNS_KEPT))
+
+
+@st.cache_resource(max_entries=8)
+def live_run(run_id: str) -> LiveRun:
+    """Shared by every page watching this run: one read of its new events, one figure per change."""
+    return LiveRun(trainer().store, run_id)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def saved_model(path: str, modified: float) -> tuple[Any, dict[str, Any]]:
-    from cifar.store import load_model
+def page_model(folder: str, modified: float) -> Optional[PageModel]:
+    return open_page_model(folder)
 
-    return load_model(path)
+
+@st.cache_resource(show_spinner="Loading the test images…")
+def test_split() -> tuple[Any, Any, list[str]]:
+    """The test images and labels, loaded once per server; the training images are not kept here."""
+    from cifar.backend import release_freed_memory
+    from cifar.data import load_data
+
+    _, (x_test, y_test), class_names = load_data(data_location())
+    release_freed_memory()
+    return x_test, y_test, class_names
 
 
 def fill_from_preset() -> None:
@@ -77,6 +108,25 @@ def fill_from_preset() -> None:
     for key in CONFIG_KEYS:
         value = getattr(preset, key)
         st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
+
+
+def visitor_ui() -> Visitor:
+    """Who this page is: its session (the owner of the runs it queues), a name, and whether it is the teacher's."""
+    if "session" not in st.session_state:
+        st.session_state.session = uuid.uuid4().hex
+    code = secret("TEACHER_CODE") or os.environ.get("CIFAR_TEACHER_CODE")
+    st.sidebar.text_input("Your name (shown in the queue)", key="your_name", max_chars=40)
+    entered = ""
+    if code:
+        entered = st.sidebar.text_input("Teacher code", key="teacher_code", type="password",
+                                        help="The teacher can stop or cancel any run, clear the queue, and pin or "
+                                             "delete saved runs. Everyone else runs and stops their own.")
+    who = visitor(st.session_state.session, st.session_state.your_name or "", entered, code)
+    if code and entered and not who.teacher:
+        st.sidebar.caption("That is not the teacher code.")
+    elif code and who.teacher:
+        st.sidebar.caption("You are the teacher: you can stop any run.")
+    return who
 
 
 def run_setup_ui() -> TrainConfig:
@@ -116,104 +166,159 @@ def run_setup_ui() -> TrainConfig:
     return TrainConfig(**values)
 
 
-def controls_ui(board: JobBoard) -> tuple[bool, bool]:
-    active = board.active_job()
-    left, right = st.sidebar.columns(2)
-    train = left.button("Train", key="train", type="primary", width="stretch")
-    stop = right.button("Stop", key="stop", disabled=active is None, width="stretch")
-    return train, stop
-
-
-def start_training(board: JobBoard, config: TrainConfig) -> None:
-    running = board.active_job()
-    if running is None:
-        try:
-            running = board.start(config)
-        except TrainingBusy:  # someone else pressed Train a moment earlier
-            running = board.active_job()
-        else:
-            show_run(running.run_id)
-            st.rerun()  # the sidebar was drawn before this run existed: redraw it so Stop is enabled
-    st.sidebar.warning("A training run is already in progress on this server: you are watching it now. "
-                       "Wait for it to finish, or stop it, before starting another.")
-    if running is not None:
-        show_run(running.run_id)
-
-
 def show_run(run_id: str) -> None:
     st.session_state.run_id = run_id
     st.query_params["run"] = run_id  # a refresh or a shared link comes back to this run
 
 
-def current_run_id(board: JobBoard) -> Optional[str]:
+def current_run_id(service: LocalTrainer) -> Optional[str]:
     """The run this page shows: its own, the one in the URL, else whatever is training now."""
     if "run_id" not in st.session_state:
         from_url = st.query_params.get("run")
-        if from_url and (board.get(from_url) or open_run(RUNS_DIR, from_url)):
-            st.session_state.run_id = from_url
-        elif (active := board.active_job()) is not None:  # looked up once: it may end between two lookups
-            show_run(active.run_id)
+        if from_url:
+            st.session_state.run_id = from_url  # even an unknown id: the page then says it does not know it
+        elif running := service.store.running():
+            show_run(running[0].run_id)
     return st.session_state.get("run_id")
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def live_curves(run_id: str, event_count: int, _events: tuple, epochs: int) -> Any:
-    """The live figure, built once per new event and shared by every viewer: a classroom of
-    students polling the same run costs one figure build, not thirty."""
-    batches = [e for e in _events if e["event"] == "batch"]
-    history = [{k: v for k, v in e.items() if k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
-               for e in _events if e["event"] == "epoch"]
-    return charts.learning_curves(batches, history, epochs)
+def stop_target(service: LocalTrainer, on_screen: Optional[RunRecord]) -> Optional[RunRecord]:
+    """What Stop acts on: the run on screen if it is queued or training, else the run training now."""
+    if on_screen is not None and on_screen.active:
+        return on_screen
+    running = service.store.running()
+    return running[0] if running else None
 
 
-def live_ui(board: JobBoard, run_id: str, was_active: bool) -> None:
-    """The run as it trains: progress, speed, time left and the learning curves, redrawn every poll."""
-    job = board.get(run_id)
-    if job is None:
-        return
-    if was_active and not job.active:
-        st.rerun()  # the run just ended: redraw the whole page with its results
-    events = job.events_since(0)
-    batches = [e for e in events if e["event"] == "batch"]
-    latest = events[-1] if events else {"event": "starting"}
-    if job.state == "failed":
-        st.error(job.error)
-        return
-    if not batches and not job.active:  # stopped before its first step: nothing was trained or saved
-        ended = [e for e in events if e["event"] == "end"]
-        st.info(ended[-1]["reason"] if ended else "This run ended before its first training step.")
-        return
-    if not batches:
-        downloads = [e for e in events if e["event"] == "download"]
-        if downloads and downloads[-1].get("bytes_total"):
-            done, total = downloads[-1]["bytes_done"], downloads[-1]["bytes_total"]
-            st.progress(done / total, text=f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
-        else:
-            st.progress(0.0, text=latest.get("message", "Loading the data and building the network…"))
-        return
-    last = batches[-1]
-    epochs = job.config.epochs
-    status = {"evaluating": "Testing on the test set…", "saved": "Done."}.get(latest["event"], "Training…")
-    if job.stop_requested.is_set() and job.active:
-        status = "Stopping…"
-    st.progress(min(1.0, last["progress"]), text=f"{status} epoch {last['epoch']} of {epochs}")
-    speed, remaining, loss = st.columns(3)
-    speed.metric("Images per second", f"{last['images_per_second']:,.0f}")
-    remaining.metric("Time left", duration(last["remaining"]) if job.active else "0 s")
-    loss.metric("Training loss (smoothed)", f"{charts.smoothed([b['loss'] for b in batches])[-1]:.3f}")
-    st.plotly_chart(live_curves(run_id, len(events), tuple(events), epochs), key="live_curves", width="stretch", theme=None)
+def controls_ui(target: Optional[RunRecord], busy: bool) -> tuple[bool, bool]:
+    left, right = st.sidebar.columns(2)
+    train = left.button("Queue run" if busy else "Train", key="train", type="primary", width="stretch",
+                        help="Another run is training: yours joins the queue and starts after it." if busy else None)
+    stop_label = "Cancel" if target is not None and target.state == "queued" else "Stop"
+    stop = right.button(stop_label, key="stop", disabled=target is None, width="stretch")
+    return train, stop
 
 
-def saved_runs_ui(current: Optional[str]) -> None:
-    runs = list_runs(RUNS_DIR)
+def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None:
+    try:
+        run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set))
+    except QueueFull as full:
+        st.sidebar.error(str(full))
+        return
+    show_run(run_id)
+    st.session_state.pop("inspected", None)
+    st.rerun()  # the page was drawn for the previous run: draw it for this one
+
+
+def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
+    action = "cancel" if target.state == "queued" else "stop"
+    refusal = run_refusal(who, action, target.owner)
+    if refusal:
+        st.sidebar.warning(refusal)
+    elif action == "cancel":
+        service.cancel(target.run_id)
+    else:
+        service.stop(target.run_id)
+
+
+def queue_ui(service: LocalTrainer, who: Visitor) -> None:
+    """Every page's view of what trains now and what waits: whose, what settings, when it should start."""
+    running, queued = service.store.running(), service.store.queue()
+    if not running and not queued:
+        return
+    speed = service.store.latest_speed()
+    starts = expected_starts(running, queued, speed)
+    lines = []
+    for run in running:
+        done = run.progress.get("progress", 0.0)
+        lines.append(f"**Training now:** {run.owner_name or 'a visitor'} · {run.config.in_words()} · {done:.0%} done")
+    with st.container(border=True):
+        st.markdown("  \n".join(lines) if lines else "**Nothing is training.**")
+        for position, (run, start) in enumerate(zip(queued, starts), start=1):
+            when = "soon" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
+            words, cancel = st.columns([5, 1], vertical_alignment="center")
+            words.markdown(f"**{position}.** {run.owner_name or 'a visitor'} · {run.config.in_words()} · starts {when}")
+            if run_refusal(who, "cancel", run.owner) is None:
+                if cancel.button("Cancel", key=f"cancel_{run.run_id}", width="stretch"):
+                    service.cancel(run.run_id)
+                    st.rerun(scope="fragment")
+        if queued:
+            full = " The queue is full." if len(queued) >= QUEUE_LIMIT else ""
+            st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
+            if who.teacher and who.code_set and st.button("Clear the queue", key="clear_queue"):
+                service.store.clear_queue()
+                st.rerun(scope="fragment")
+
+
+def activity_ui(service: LocalTrainer, who: Visitor, run_id: Optional[str], shown_state: Optional[str]) -> None:
+    """The part of the page that polls: the queue, and the run on screen while it waits or trains."""
+    record = service.run(run_id) if run_id else None
+    if record is not None and record.state != shown_state:
+        st.rerun(scope="app")  # it started or ended: the rest of the page changes too
+    queue_ui(service, who)
+    if record is None or not record.active:
+        return
+    if record.state == "queued":
+        waiting = [run.run_id for run in service.store.queue()]
+        place = waiting.index(record.run_id) + 1 if record.run_id in waiting else 1
+        st.info(f"This run is queued, number {place} in line: it starts when the runs before it end.")
+        return
+    progress = record.progress
+    if progress.get("event") == "download" and progress.get("bytes_total"):
+        done, total = progress["bytes_done"], progress["bytes_total"]
+        st.progress(done / total, text=f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        return
+    if "progress" not in progress:
+        st.progress(0.0, text="Loading the data and building the network…")
+        return
+    status = "Stopping…" if record.stop_requested else "Training…"
+    if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
+        status = "Testing on the test set and saving…"
+    st.progress(min(1.0, progress["progress"]), text=f"{status} epoch {progress['epoch']} of {record.config.epochs}")
+    st.caption(f"**{progress.get('images_per_second', 0):,.0f}** images per second · time left "
+               f"**{duration(progress.get('remaining'))}** · training loss of the latest batches "
+               f"**{progress.get('loss', float('nan')):.3f}**")
+
+
+def live_curves_ui(run_id: str, epochs: int) -> None:
+    """The learning curves so far, from the events every watcher shares."""
+    live = live_run(run_id)
+    live.refresh()
+    if not live.batches():
+        return
+    st.plotly_chart(live.figure(epochs), key="live_curves", width="stretch", theme=None,
+                    config={"displayModeBar": "hover"})
+
+
+def ended_without_model_ui(record: RunRecord) -> None:
+    """A run that ended with no model to show: interrupted, failed, cancelled or stopped too early."""
+    if record.state == "failed":
+        st.error(record.message)
+    elif record.state == "interrupted":
+        st.warning(record.message)
+    else:
+        st.info(record.message or "This run ended before its first training step: nothing was trained or saved.")
+    live = live_run(record.run_id)
+    live.refresh()
+    batches = live.batches()
+    if batches:
+        trained = batches[-1]["progress"] * record.config.epochs
+        st.plotly_chart(live.figure(record.config.epochs, x_max=max(trained, 1)), key=f"curves_{record.run_id}",
+                        width="stretch", theme=None, config={"displayModeBar": "hover"})
+
+
+def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -> None:
+    records = service.store.runs(SAVED)
+    runs = {record.run_id: run for record in records if (run := open_run(RUNS_DIR, record.run_id)) is not None}
     if not runs:
         st.info("No saved runs yet: every finished or stopped run is kept here.")
         return
-    labels = {run.run_id: run.label for run in runs}
-    ids = list(labels)
+    pinned = {record.run_id for record in records if record.pinned}
+    ids = list(runs)
+    labels = {run_id: ("📌 " if run_id in pinned else "") + runs[run_id].label for run_id in ids}
     chosen = st.selectbox("Saved runs, newest first", ids, format_func=labels.get, key="saved_run",
                           index=ids.index(current) if current in ids else 0)
-    run = next(run for run in runs if run.run_id == chosen)
+    run = runs[chosen]
     open_button, download = st.columns(2)
     if open_button.button("Open this run", key="open_run", disabled=chosen == current, width="stretch"):
         show_run(chosen)
@@ -223,30 +328,56 @@ def saved_runs_ui(current: Optional[str]) -> None:
                              file_name=f"cifar-convnet-{chosen}.keras", mime="application/octet-stream", width="stretch")
     config = run.metrics.get("config", {})
     st.caption(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in config.items()))
+    pin, delete = st.columns(2)
+    is_pinned = chosen in pinned
+    if pin.button("Unpin" if is_pinned else "Pin (never pruned)", key="pin_run", width="stretch"):
+        if refusal := teacher_refusal(who, "pin runs"):
+            st.warning(refusal)
+        else:
+            service.store.pin(chosen, not is_pinned)
+            st.rerun()
+    if delete.button("Delete this run", key="delete_run", width="stretch"):
+        if refusal := teacher_refusal(who, "delete runs"):
+            st.warning(refusal)
+        else:
+            service.store.delete(chosen)
+            if chosen == current:
+                st.session_state.pop("run_id", None)
+                st.query_params.pop("run", None)
+            st.rerun()
+    st.caption(f"The newest {service.runs_kept} runs are kept, and pinned ones; older runs are deleted.")
 
 
-def run_model(run: Optional[SavedRun]) -> tuple[Any, Optional[list[str]]]:
+def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[list[str]]]:
     if run is None:
         return None, None
     try:
-        model, metadata = saved_model(str(run.model_path), run.model_path.stat().st_mtime)
-    except (ModelFileError, OSError) as error:
+        model = page_model(str(run.folder), run.model_path.stat().st_mtime)
+    except (ModelFileError, OSError, ValueError) as error:
         st.error(f"This run's model could not be opened: {error}")
         return None, None
-    return model, metadata["class_names"]
+    if model is None:
+        st.info("This run's model is being prepared for the page; it is ready in a few seconds.")
+        return None, None
+    return model, run.metrics.get("class_names")
 
 
 def main() -> None:
     st.set_page_config(page_title="Watch a ConvNet learn", page_icon="🧠", layout="wide")
     # Less empty space above the title, so the live curves fit a 1280x720 projector without scrolling.
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
-    board = job_board()
+    service = trainer()
+    who = visitor_ui()
     config = run_setup_ui()
-    train, stop = controls_ui(board)
-    if stop and (active := board.active_job()) is not None:
-        active.stop()
+    run_id = current_run_id(service)
+    record = service.run(run_id) if run_id and valid_run_id(run_id) else None
+    target = stop_target(service, record)
+    busy = bool(service.store.running() or service.store.queue())
+    train, stop = controls_ui(target, busy)
+    if stop and target is not None:
+        stop_run(service, target, who)
     if train:
-        start_training(board, config)
+        submit_run(service, config, who)
     st.markdown("## Watch a ConvNet learn")
     with st.expander("What is this network?"):
         st.markdown("The classic Keras CIFAR-10 ConvNet: a 3×3 convolution layer with 32 filters looks at every "
@@ -254,13 +385,19 @@ def main() -> None:
                     "everything, and a softmax gives a probability for each of the 10 classes. Dropout switches "
                     "units off at random while training so the network cannot memorise the training pictures. "
                     "Set it up on the left, press **Train**, and watch it learn.")
-    run_id = current_run_id(board)
-    job: Optional[TrainingJob] = board.get(run_id) if run_id else None
     run = open_run(RUNS_DIR, run_id) if run_id else None
+    watching = record is not None and record.active
+    st.fragment(activity_ui, run_every=STATUS_SECONDS if watching else IDLE_SECONDS)(
+        service, who, run_id, record.state if record else None)
     if run_id is None:
-        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch, in about 20 seconds.")
-    elif job is not None and (job.active or run is None):
-        st.fragment(live_ui, run_every=POLL_SECONDS if job.active else None)(board, run_id, job.active)
+        st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
+    elif record is None and run is None:
+        st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
+                   "**Train**, or open a saved run.")
+    elif record is not None and record.state == "running":
+        st.fragment(live_curves_ui, run_every=CURVES_SECONDS)(record.run_id, record.config.epochs)
+    elif record is not None and record.state not in SAVED and record.state != "queued":
+        ended_without_model_ui(record)
     model, class_names = run_model(run)
     results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"])
     with results, shown_as_error("showing the results"):
@@ -270,14 +407,13 @@ def main() -> None:
             st.info("The test results appear here when a run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):
         if run is not None and model is not None:
-            gallery_ui(board, run, model)
+            gallery_ui(test_split, run, model)
         else:
             st.info("Train a model or open a saved run to test it on the test images.")
     with pictures, shown_as_error("classifying your pictures"):
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
-        saved_runs_ui(run_id)
-    board.warm_up(after_seconds=WARM_UP_AFTER_SECONDS)
+        saved_runs_ui(service, run_id, who)
 
 
 if __name__ == "__main__":

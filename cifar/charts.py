@@ -14,6 +14,7 @@ TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 FONT = dict(size=15)  # readable from the back of a classroom
 TEMPLATE = "plotly_white"
 MAX_POINTS = 600
+GRID_COLOUR = "#e5e5e5"
 
 
 def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
@@ -35,23 +36,26 @@ def thinned(count: int, limit: int = MAX_POINTS) -> list[int]:
 
 
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
-                    x_max: float | None = None) -> go.Figure:
+                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> go.Figure:
     """Loss and accuracy against epochs: every few batches (raw, faint, and smoothed) and per epoch.
 
     The x axis spans x_max epochs: all planned epochs while training, so the curve's progress
-    shows; only those trained for a finished or stopped run, so it fills the chart.
+    shows; only those trained for a finished or stopped run, so it fills the chart. A lean
+    figure (the live one, sent to every watching page again and again) carries its values as
+    float32 and no template: about a quarter of the bytes.
     """
     x_max = x_max or max(1, epochs)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
                            horizontal_spacing=0.1)
     # Smoothing runs over every point; the chart gets at most MAX_POINTS of them, which is all a
     # screen can show and keeps each live update small for a classroom of viewers.
-    shown = thinned(len(batches))
-    x = [batches[i]["progress"] * epochs for i in shown]
+    shown = thinned(len(batches), max_points)
+    as_values = (lambda values: np.asarray(values, np.float32)) if lean else list
+    x = as_values([batches[i]["progress"] * epochs for i in shown])
     for column, key in ((1, "loss"), (2, "accuracy")):
         every = [batch[key] for batch in batches]
         every_smoothed = smoothed(every)
-        raw, smooth = [every[i] for i in shown], [every_smoothed[i] for i in shown]
+        raw, smooth = as_values([every[i] for i in shown]), as_values([every_smoothed[i] for i in shown])
         figure.add_trace(go.Scatter(x=x, y=raw, mode="lines", line=dict(color=TRAIN_COLOUR, width=1), opacity=0.25,
                                     name="training, every few batches", legendgroup="raw", showlegend=column == 1,
                                     hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>batches</extra>"), row=1, col=column)
@@ -73,8 +77,12 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
         figure.update_xaxes(title_text="epoch", range=[0, x_max * 1.02], row=1, col=column)
     figure.update_yaxes(rangemode="tozero", row=1, col=1)
     figure.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
-    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, template=TEMPLATE, uirevision="curves",
+    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision="curves",
+                         template="none" if lean else TEMPLATE, plot_bgcolor="white", paper_bgcolor="white",
                          legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="x unified")
+    if lean:
+        figure.update_xaxes(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR)
+        figure.update_yaxes(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR)
     return figure
 
 

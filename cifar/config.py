@@ -61,6 +61,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def in_words(self) -> str:
+        """The settings as a line a class can read: "Quick demo: 1 epoch, Adam at 0.0007, ..."."""
+        preset = next((name for name, preset in PRESETS.items() if preset == self), None)
+        images = "all training images" if self.train_size is None else f"{self.train_size:,} training images"
+        words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
+                 f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")
+        return f"{preset}: {words}" if preset else words
+
 
 SEED_RECIPE = TrainConfig()
 

@@ -107,6 +107,11 @@ class SavedRun:
         return f"{created} · {epochs} epoch{'s' if epochs != 1 else ''} · test accuracy {shown} · {self.metrics.get('status', '')}"
 
 
+def valid_run_id(run_id: str) -> bool:
+    """A run id safe to join to the runs folder: it may come from a URL."""
+    return bool(_RUN_ID.match(run_id))
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 

@@ -4,9 +4,10 @@ Every consumer (the CLI's progress bars, the app's background job, the tests) re
 events, so what the app draws is exactly what the CLI prints:
 
 - ``{"event": "start", "epochs", "steps_per_epoch", "train_size", "config"}``
-- ``{"event": "batch", "epoch", "step", "steps_per_epoch", "loss", "accuracy", "epoch_loss",
-  "epoch_accuracy", "images_per_second", "elapsed", "remaining", "progress"}`` every few batches; ``loss`` and
-  ``accuracy`` cover just the batches since the previous event, ``epoch_*`` the epoch so far
+- ``{"event": "batch", "epoch", "step", "steps_per_epoch", "loss", "accuracy", "images", "images_done",
+  "epoch_loss", "epoch_accuracy", "images_per_second", "elapsed", "remaining", "progress"}`` every few
+  batches; ``loss`` and ``accuracy`` cover just the ``images`` since the previous event, ``epoch_*`` the
+  epoch so far, ``images_done`` the whole run so far
 - ``{"event": "epoch", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", ...}``
 - ``{"event": "end", "status": "finished" | "stopped" | "diverged", "reason"}``
 
@@ -153,7 +154,7 @@ class _Progress:
         total_images = self.epochs * self.train_size
         self.on_event({
             "event": "batch", "epoch": epoch, "step": step, "steps_per_epoch": self.steps_per_epoch,
-            "loss": loss_sum / images, "accuracy": correct / images,
+            "loss": loss_sum / images, "accuracy": correct / images, "images": images, "images_done": done_images,
             "epoch_loss": epoch_sums[0] / images_in_epoch, "epoch_accuracy": epoch_sums[1] / images_in_epoch,
             "images_per_second": self.images_per_second, "elapsed": time.perf_counter() - self.started,
             "remaining": self.remaining(total_images - done_images), "progress": done_images / total_images,
@@ -247,7 +248,7 @@ def evaluate(model: "keras.Model", x_test: np.ndarray, y_test: np.ndarray, class
         "test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
         "per_class_accuracy": {name: float(acc) for name, acc in zip(class_names, per_class)},
         "confusion_matrix": confusion.tolist(),
-        "predicted": predicted,
+        "predicted": predicted, "probabilities": probabilities,
     }
 
 

@@ -6,6 +6,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from cifar.inference import KerasModel
 from cifar.inside import conv_filters, feature_maps, tile
 from cifar.model import build_model
 
@@ -34,7 +35,7 @@ def red_channel_model():
 def test_feature_maps_are_the_conv_layers_activations(red_channel_model):
     rng = np.random.default_rng(0)
     pixels = rng.integers(1, 256, (32, 32, 3), dtype=np.uint8)
-    grid = feature_maps(red_channel_model, pixels, scale=1)
+    grid = feature_maps(KerasModel(red_channel_model).conv_activations(pixels), scale=1)
     expected = np.round(pixels[..., 0] / pixels[..., 0].max() * 255)  # each map normalised to its own peak
     for k in (0, 5, 31):
         top, left = (k // 8) * 35, (k % 8) * 35
@@ -42,7 +43,7 @@ def test_feature_maps_are_the_conv_layers_activations(red_channel_model):
 
 
 def test_filters_show_each_kernel_stretched_to_full_colour(red_channel_model):
-    grid = conv_filters(red_channel_model, scale=1)
+    grid = conv_filters(KerasModel(red_channel_model).conv_kernel(), scale=1)
     first = grid[0:3, 0:3]
     assert tuple(first[1, 1]) == (255, 0, 0)  # the one positive weight, in the red input channel
     assert tuple(first[0, 0]) == (0, 0, 0)

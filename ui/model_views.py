@@ -5,7 +5,7 @@ the logic they call lives in the `cifar` package.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import streamlit as st
@@ -13,8 +13,8 @@ from PIL import Image
 
 from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
-from cifar.runner import JobBoard
-from cifar.store import PREDICTIONS_FILE, SavedRun
+from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
+from cifar.store import SavedRun
 
 GALLERY_SIZE = 24
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
@@ -63,16 +63,23 @@ def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
     return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
 
 
-def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
-    from cifar.predict import pick_test_images, predict_probabilities
+def test_set_probabilities(run: SavedRun, model: PageModel, x_test: np.ndarray) -> np.ndarray:
+    """Every test image's probabilities: as the worker saved them, else computed now."""
+    saved = run.folder / TEST_PROBABILITIES_FILE
+    if saved.is_file():
+        return np.load(saved).astype(np.float32)
+    return model.probabilities(x_test)
 
-    with st.spinner("Loading the test images…"):  # a DataError here is shown by the tab's shown_as_error
-        _, (x_test, y_test), class_names = board.dataset()
-    predictions_file = run.folder / PREDICTIONS_FILE
-    predicted = np.load(predictions_file) if predictions_file.is_file() else predict_probabilities(model, x_test).argmax(1)
-    if len(predicted) != len(y_test):
+
+def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]], run: SavedRun, model: PageModel) -> None:
+    from cifar.predict import pick_test_images
+
+    x_test, y_test, class_names = test_split()  # a DataError here is shown by the tab's shown_as_error
+    probabilities = test_set_probabilities(run, model, x_test)
+    if len(probabilities) != len(y_test):
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
+    predicted = probabilities.argmax(axis=1)
     show, pick_class, shuffle = st.columns([2, 2, 1], vertical_alignment="bottom")
     mode = show.radio("Show", ["Random", "One class", "Only mistakes"], horizontal=True, key="gallery_mode")
     chosen_class = pick_class.selectbox("Class", class_names, key="gallery_class", disabled=mode != "One class")
@@ -100,26 +107,23 @@ def gallery_ui(board: JobBoard, run: SavedRun, model: Any) -> None:
         st.divider()
         picture, bars = st.columns([1, 2])
         picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: a {class_names[y_test[inspected]]}")
-        probabilities = predict_probabilities(model, x_test[inspected])[0]
-        bars.plotly_chart(charts.class_probabilities(probabilities, class_names, class_names[y_test[inspected]]),
+        bars.plotly_chart(charts.class_probabilities(probabilities[inspected], class_names, class_names[y_test[inspected]]),
                           key="inspected_probabilities", width="stretch", theme=None)
         inside_ui(model, x_test[inspected])
 
 
-def inside_ui(model: Any, pixels: np.ndarray) -> None:
+def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
     """The conv layer's 32 filters and the 32 maps of where each one fires in this picture."""
     from cifar.inside import conv_filters, feature_maps
 
     with st.expander("Inside the network: what its 32 filters find in this picture"):
         filters, maps = st.columns([1, 2])
-        filters.image(conv_filters(model), caption="The 32 learned 3×3 filters (colours stretched)", width="stretch")
-        maps.image(feature_maps(model, pixels), caption="Where each filter fires (after ReLU; bright = strong). "
+        filters.image(conv_filters(model.conv_kernel()), caption="The 32 learned 3×3 filters (colours stretched)", width="stretch")
+        maps.image(feature_maps(model.conv_activations(pixels)), caption="Where each filter fires (after ReLU; bright = strong). "
                    "The dense layer decides from these maps, pooled to 16×16.", width="stretch")
 
 
-def uploads_ui(model: Any, class_names: Optional[list[str]]) -> None:
-    from cifar.predict import predict_probabilities
-
+def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> None:
     files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="upload")
     if model is None:
@@ -136,7 +140,7 @@ def uploads_ui(model: Any, class_names: Optional[list[str]]) -> None:
         original.image(image, caption=f"Your picture ({image.width}×{image.height})", width="stretch")
         seen.image(pixels_large(network_input), caption="What the network sees: 32×32 pixels", width="stretch")
         if model is not None and class_names is not None:
-            probabilities = predict_probabilities(model, network_input)[0]
+            probabilities = model.probabilities(network_input)[0]
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
                               width="stretch", theme=None)
             inside_ui(model, network_input)

@@ -1,0 +1,56 @@
+"""A training run as its watchers see it: the curve events read from the store as they arrive,
+and the live figure built from them, both shared by every page watching the run.
+
+A classroom of 30 pages polling one run costs one read of the new events and one figure build
+per change, not thirty: each page then sends the same small, thinned figure.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+from cifar import charts
+from cifar.runstore import Event, RunStore
+
+LIVE_POINTS = 150  # curve points in the live figure: enough for a projector, small for 30 phones
+READ_SECONDS = 0.5  # pages polling within this of the last read share it
+BUILD_SECONDS = 3.0  # the live figure is rebuilt at most this often
+
+
+class LiveRun:
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.events: list[Event] = []
+        self.seq = 0
+        self._read_at = 0.0
+        self._figure: Optional[Any] = None
+        self._figure_seq = -1
+        self._built_at = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> int:
+        """Read the events after the last one held, unless another page just did; returns the last seq."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= READ_SECONDS:
+                new = self.store.events_after(self.run_id, self.seq)
+                self.events.extend(new)
+                self.seq = new[-1]["seq"] if new else self.seq
+                self._read_at = time.monotonic()
+            return self.seq
+
+    def batches(self) -> list[Event]:
+        return [event for event in self.events if event["event"] == "batch"]
+
+    def history(self) -> list[Event]:
+        return [event for event in self.events if event["event"] == "epoch"]
+
+    def figure(self, epochs: int, x_max: Optional[float] = None) -> Any:
+        """The live learning curves, rebuilt when new points came and the last build is BUILD_SECONDS old."""
+        with self._lock:
+            stale = self._figure_seq != self.seq and time.monotonic() - self._built_at >= BUILD_SECONDS
+            if self._figure is None or stale or x_max is not None:
+                self._figure = charts.learning_curves(self.batches(), self.history(), epochs, x_max=x_max,
+                                                      max_points=LIVE_POINTS, lean=True)
+                self._figure_seq, self._built_at = self.seq, time.monotonic()
+            return self._figure

@@ -1,0 +1,218 @@
+"""The training worker: a process of its own that takes queued runs from the run store, trains
+them one at a time, and writes their events back, so no page's work ever competes with
+training for Python's lock.
+
+    python -m cifar.worker --runs-dir runs [--data PATH] [--worker-id local-1]
+
+The web server starts one itself (cifar/service.py) and restarts it if it dies. The worker
+keeps the dataset loaded between runs, checks the store for a stop request four times a
+second, and after each save also writes the small files the pages predict with
+(cifar/inference.py). Started by a server, it ends when that server ends, even on kill -9.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from cifar.data import DataError, load_data
+from cifar.runner import Dataset, run_training
+from cifar.runstore import CURVE_POINTS, RunRecord, RunStore, summary_of
+
+log = logging.getLogger("cifar.worker")
+IDLE_POLL_SECONDS = 0.3  # how soon a queued run starts once the worker is free
+STOP_POLL_SECONDS = 0.25  # Stop takes effect within this plus one group of steps
+PROGRESS_SECONDS = 0.5  # how often the run's speed and time left are rewritten in the store
+Event = dict[str, Any]
+
+
+class StoppedWhileLoading(Exception):
+    """Raised through the data loader's progress reports when the run's stop was requested."""
+
+
+class RunRecorder:
+    """Writes one run's events to the store: training's every-few-batches events become at most
+    CURVE_POINTS curve points (each the mean over the batches it covers, never across an epoch's
+    end), and the latest speed and time left go to the run's row, at most every half second."""
+
+    def __init__(self, store: RunStore, run_id: str, points: int = CURVE_POINTS) -> None:
+        self.store, self.run_id, self.points = store, run_id, points
+        self.images_per_point = 1.0
+        self.next_point = 0.0
+        self._loss = self._correct = 0.0
+        self._images = 0
+        self._last_batch: Optional[Event] = None
+        self._progress_written = 0.0
+
+    def __call__(self, event: Event) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.images_per_point = max(1.0, event["epochs"] * event["train_size"] / self.points)
+            self.next_point = self.images_per_point
+        if kind == "batch":
+            self._batch(event)
+            return
+        if kind == "download":
+            self._write_progress(event, force=False)
+            return
+        if kind == "epoch":
+            self._flush()  # a curve point never mixes the end of one epoch with the start of the next
+        self.store.append(self.run_id, [event])
+        if kind in ("epoch", "end"):
+            self._write_progress({**(self._last_batch or {}), **event}, force=True)
+
+    def _batch(self, event: Event) -> None:
+        self._loss += event["loss"] * event["images"]
+        self._correct += event["accuracy"] * event["images"]
+        self._images += event["images"]
+        self._last_batch = event
+        if event["images_done"] >= self.next_point:
+            self._flush()
+            while self.next_point <= event["images_done"]:
+                self.next_point += self.images_per_point
+        self._write_progress(event, force=False)
+
+    def _flush(self) -> None:
+        if not self._images or self._last_batch is None:
+            return
+        last = self._last_batch
+        point = {key: last[key] for key in ("epoch", "step", "steps_per_epoch", "progress", "images_done", "elapsed")}
+        point.update(event="batch", loss=self._loss / self._images, accuracy=self._correct / self._images,
+                     images=self._images)
+        self.store.append(self.run_id, [point])
+        self._loss = self._correct = 0.0
+        self._images = 0
+
+    def _write_progress(self, event: Event, force: bool) -> None:
+        now = time.monotonic()
+        if force or now - self._progress_written >= PROGRESS_SECONDS:
+            self._progress_written = now
+            self.store.set_progress(self.run_id, {**event, "time": time.time()})
+
+
+class Worker:
+    """Takes runs from the store and trains them, one at a time."""
+
+    def __init__(self, runs_dir: str | Path, data: Optional[str] = None, worker_id: str = "local-1") -> None:
+        self.store = RunStore(runs_dir)
+        self.runs_dir, self.data, self.worker_id = Path(runs_dir), data, worker_id
+        self.current: Optional[str] = None
+        self.stop = threading.Event()
+        self._dataset: Optional[Dataset] = None
+
+    def serve(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Train queued runs until `until()` says so (never, for a server's worker)."""
+        threading.Thread(target=self._watch, name="heartbeat-and-stop", daemon=True).start()
+        while not until():
+            run = self.store.claim(self.worker_id)
+            if run is None:
+                self._prepare_saved_runs_for_pages()
+                time.sleep(IDLE_POLL_SECONDS)
+                continue
+            self.train(run)
+
+    def _watch(self) -> None:
+        """Beat the worker's heart in the store each second; pass on a stop request for the current run."""
+        beat = 0.0
+        while True:
+            if time.monotonic() - beat >= 1.0:
+                self.store.heartbeat(self.worker_id, os.getpid())
+                beat = time.monotonic()
+            current = self.current
+            if current is not None and self.store.stop_requested(current):
+                self.stop.set()
+            time.sleep(STOP_POLL_SECONDS)
+
+    def dataset(self, progress: Callable[[Event], None]) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_data(self.data, progress=progress)
+        return self._dataset
+
+    def train(self, run: RunRecord) -> None:
+        self.stop.clear()
+        self.current = run.run_id
+        record = RunRecorder(self.store, run.run_id)
+
+        def loading_progress(event: Event) -> None:
+            if self.stop.is_set() or self.store.stop_requested(run.run_id):
+                raise StoppedWhileLoading  # ends a download between two chunks, leaving no partial file
+            record(event)
+
+        try:
+            if self._dataset is None:
+                record({"event": "loading", "message": "Loading CIFAR-10…"})
+            dataset = self.dataset(loading_progress)
+            metrics = run_training(run.config, self.runs_dir / run.run_id, self.data, record, self.stop, dataset,
+                                   for_pages=True)
+            self.store.finish(run.run_id, metrics["status"], metrics.get("reason", ""), summary_of(metrics))
+        except StoppedWhileLoading:
+            reason = "Stopped by request while the data was loading: nothing was trained."
+            record({"event": "end", "status": "stopped", "reason": reason})
+            self.store.finish(run.run_id, "stopped", reason)
+        except DataError as error:
+            self._fail(run.run_id, record, str(error))
+        except Exception as error:  # the run must end with a readable state, whatever happened
+            traceback.print_exc()
+            self._fail(run.run_id, record, f"Training failed: {type(error).__name__}: {error}")
+        finally:
+            self.current = None
+
+    def _fail(self, run_id: str, record: RunRecorder, message: str) -> None:
+        record({"event": "failed", "message": message})
+        self.store.finish(run_id, "failed", message)
+
+    def _prepare_saved_runs_for_pages(self) -> None:
+        """Write the pages' inference files for saved runs that lack them (runs trained by the CLI, or
+        before pages predicted without TensorFlow), one per idle moment."""
+        from cifar.inference import needs_page_files, save_page_files
+        from cifar.store import load_model
+
+        for run in self.store.runs():
+            folder = self.runs_dir / run.run_id
+            if needs_page_files(folder):
+                try:
+                    model, _ = load_model(folder)
+                    save_page_files(model, folder)
+                except Exception as error:  # a damaged model must not stop the worker; the page says it cannot open it
+                    log.warning("could not prepare %s for the pages: %s", run.run_id, error)
+                    (folder / "page-files-failed").touch()
+                return
+
+
+def _end_with_parent() -> None:
+    """Linux: the kernel kills this process when the server that started it dies, even by kill -9."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar.worker", description="Train the runs queued in a run store.")
+    parser.add_argument("--runs-dir", required=True)
+    parser.add_argument("--data", help="the CIFAR copy (default: CIFAR10_DATA, then the Keras cache)")
+    parser.add_argument("--worker-id", default="local-1")
+    parser.add_argument("--parent-pid", type=int, help="end when this process is gone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
+    parent = args.parent_pid
+    if parent:
+        _end_with_parent()
+    worker = Worker(args.runs_dir, args.data, args.worker_id)
+    # Where the kernel cannot end us with the parent, notice it between runs.
+    worker.serve(until=lambda: bool(parent) and os.getppid() != parent)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
