@@ -172,13 +172,13 @@ def show_run(run_id: str) -> None:
 
 
 def current_run_id(service: LocalTrainer) -> Optional[str]:
-    """The run this page shows: its own, the one in the URL, else whatever is training now."""
+    """The run this page shows: its own, the one in the URL, else whatever is training now or next."""
     if "run_id" not in st.session_state:
         from_url = st.query_params.get("run")
         if from_url:
             st.session_state.run_id = from_url  # even an unknown id: the page then says it does not know it
-        elif running := service.store.running():
-            show_run(running[0].run_id)
+        elif upcoming := service.store.running() or service.store.queue():
+            show_run(upcoming[0].run_id)
     return st.session_state.get("run_id")
 
 
@@ -241,13 +241,13 @@ def queue_ui(service: LocalTrainer, who: Visitor) -> None:
             if run_refusal(who, "cancel", run.owner) is None:
                 if cancel.button("Cancel", key=f"cancel_{run.run_id}", width="stretch"):
                     service.cancel(run.run_id)
-                    st.rerun(scope="fragment")
+                    st.rerun()
         if queued:
             full = " The queue is full." if len(queued) >= QUEUE_LIMIT else ""
             st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
             if who.teacher and who.code_set and st.button("Clear the queue", key="clear_queue"):
                 service.store.clear_queue()
-                st.rerun(scope="fragment")
+                st.rerun()
 
 
 def activity_ui(service: LocalTrainer, who: Visitor, run_id: Optional[str], shown_state: Optional[str]) -> None:

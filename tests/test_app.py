@@ -1,10 +1,7 @@
 """The app's flows through Streamlit's AppTest, against a generated tiny archive named by CIFAR10_DATA."""
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
-import threading
 import time
 from pathlib import Path
 
@@ -187,6 +184,7 @@ def test_a_corrupt_saved_model_gives_one_clear_message(runs_dir):
     train_to_the_end(at)
     saved = list_runs(runs_dir)[0]
     saved.model_path.write_bytes(b"garbage")
+    (saved.folder / "model.tflite").write_bytes(b"garbage")  # what the page predicts with
     st.cache_resource.clear()
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = saved.run_id
@@ -195,90 +193,115 @@ def test_a_corrupt_saved_model_gives_one_clear_message(runs_dir):
     assert any("could not be opened" in error.value for error in at.error)
 
 
-def test_pressing_train_while_a_run_is_active_says_so(runs_dir):
+def wait_for(at: AppTest, condition, timeout: float = 60) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition(at):
+            return at
+        time.sleep(0.3)
+        at.run()
+    raise AssertionError(f"the page never showed what was waited for:\n{page_text(at)}")
+
+
+def training(at: AppTest) -> bool:
+    return any("Training…" in bar.proto.text for bar in at.get("progress"))
+
+
+def test_train_while_a_run_trains_queues_the_new_run_and_its_owner_can_cancel_it(runs_dir):
     teacher = new_app()
     teacher.slider(key="epochs").set_value(50).run()
     teacher.button(key="train").click().run()
     student = new_app()  # a second visitor attaches to the live run
     assert student.session_state.run_id == teacher.session_state.run_id
+    assert student.button(key="train").label == "Queue run"
+    student.text_input(key="your_name").set_value("Ada").run()
     student.button(key="train").click().run()
-    assert any("already in progress" in warning.value for warning in student.warning)
+    assert not student.exception
+    queued_id = student.session_state.run_id
+    assert queued_id != teacher.session_state.run_id
+    assert any("queued, number 1 in line" in info.value for info in student.info), page_text(student)
+    teacher.run()
+    assert any("**1.** Ada" in text for text in page_text(teacher).splitlines()), page_text(teacher)
+    assert [b for b in teacher.button if b.key == f"cancel_{queued_id}"]  # no teacher code: anyone may cancel
+    student.button(key=f"cancel_{queued_id}").click().run()
+    assert not student.exception
+    from cifar.runstore import RunStore
+
+    store = RunStore(runs_dir)
+    assert store.get(queued_id).state == "cancelled"
+    wait_for(teacher, training)
+    teacher.button(key="stop").click().run()
+    wait_for(teacher, lambda at: any(m.label == "Test accuracy" for m in at.metric))
+    assert store.get(teacher.session_state.run_id).state == "stopped"
+
+
+def test_without_a_teacher_code_anyone_may_stop_a_run(runs_dir):
+    teacher = new_app()
+    teacher.slider(key="epochs").set_value(50).run()
+    teacher.button(key="train").click().run()
+    wait_for(teacher, training)  # stopped before its first step, a run would save nothing to check
+    student = new_app()
     assert not student.button(key="stop").disabled
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(m.label == "Images per second" for m in teacher.metric):
-        time.sleep(0.3)  # stopped before its first step, a run would save nothing to check
-        teacher.run()
     student.button(key="stop").click().run()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(m.label == "Test accuracy" for m in teacher.metric):
-        time.sleep(0.5)
-        teacher.run()
+    assert not student.warning, page_text(student)
+    wait_for(teacher, lambda at: any(m.label == "Test accuracy" for m in at.metric))
     assert list_runs(runs_dir)[0].metrics["status"] == "stopped"
 
 
-class SlowArchive(http.server.BaseHTTPRequestHandler):
-    """Serves one archive slowly, as a first download over a real network would arrive."""
+def test_with_a_teacher_code_a_student_cannot_stop_the_teachers_run_but_the_teacher_can(runs_dir, monkeypatch):
+    monkeypatch.setenv("CIFAR_TEACHER_CODE", "owl-42")
+    teacher = new_app()
+    teacher.text_input(key="teacher_code").set_value("owl-42").run()
+    assert any("You are the teacher" in caption.value for caption in teacher.caption)
+    teacher.slider(key="epochs").set_value(50).run()
+    teacher.button(key="train").click().run()
+    run_id = teacher.session_state.run_id
+    wait_for(teacher, training)
 
-    payload = b""
+    student = new_app()
+    student.text_input(key="teacher_code").set_value("owl-41").run()  # a wrong guess changes nothing
+    assert any("not the teacher code" in caption.value for caption in student.caption)
+    student.button(key="stop").click().run()
+    assert [w.value for w in student.warning] == ["Only the teacher or whoever started this run can stop it."]
+    from cifar.runstore import RunStore
 
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        for start in range(0, len(self.payload), 16_384):
-            self.wfile.write(self.payload[start : start + 16_384])
-            time.sleep(0.05)
+    store = RunStore(runs_dir)
+    time.sleep(1.0)  # longer than the worker takes to notice a stop request
+    assert store.get(run_id).state == "running" and not store.get(run_id).stop_requested
 
-    def log_message(self, *args):
-        pass
+    student.button(key="train").click().run()  # students still queue runs of their own
+    own = student.session_state.run_id
+    assert store.get(own).state == "queued"
+    assert not [b for b in student.button if b.key == "clear_queue"]  # the teacher's button only
+    teacher.run()
+    teacher.button(key="clear_queue").click().run()
+    assert store.get(own).state == "cancelled"
 
-
-def test_a_first_download_shows_its_progress(runs_dir, tiny_archive, monkeypatch, tmp_path):
-    import cifar.data
-
-    SlowArchive.payload = tiny_archive.read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowArchive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.delenv("CIFAR10_DATA")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(cifar.data, "CIFAR10_URL", f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz")
-    monkeypatch.setattr(cifar.data, "CIFAR10_SHA256", hashlib.sha256(SlowArchive.payload).hexdigest())
-    monkeypatch.setattr(cifar.data, "DOWNLOAD_CHUNK_BYTES", 16_384)
-    try:
-        at = new_app()
-        at.slider(key="epochs").set_value(1).run()
-        at.button(key="train").click().run()
-        seen = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(m.label == "Test accuracy" for m in at.metric):
-            time.sleep(0.3)
-            at.run()
-            seen += [bar.proto.text for bar in at.get("progress") if bar.proto.text.startswith("Downloading CIFAR-10")]
-        assert not at.exception and not at.error
-        assert seen, "the download's progress never showed"
-        assert (tmp_path / "keras" / "datasets" / "cifar-10-python.tar.gz").is_file()
-        assert any(m.label == "Test accuracy" for m in at.metric)
-    finally:
-        server.shutdown()
+    teacher.button(key="stop").click().run()
+    assert not teacher.warning
+    wait_for(teacher, lambda at: any(m.label == "Test accuracy" for m in at.metric))
+    assert store.get(run_id).state == "stopped"
 
 
-def test_a_run_stopped_while_its_data_loads_says_so_and_saves_nothing(runs_dir, monkeypatch):
-    import cifar.runner
+def test_a_link_to_a_run_cut_short_by_a_crash_says_it_was_interrupted_and_keeps_its_curves(runs_dir):
+    from cifar.config import TrainConfig
+    from cifar.runstore import RunStore
 
-    real_load_data = cifar.runner.load_data
-
-    def slow_load_data(*args, **kwargs):
-        time.sleep(1.5)  # long enough to press Stop while the data loads
-        return real_load_data(*args, **kwargs)
-
-    monkeypatch.setattr(cifar.runner, "load_data", slow_load_data)
-    at = new_app()
-    at.button(key="train").click().run()
-    at.button(key="stop").click().run()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("Stopped by request" in info.value for info in at.info):
-        time.sleep(0.3)
-        at.run()
-    assert not at.exception and not at.error, page_text(at)
-    assert any("Stopped by request while the data was loading" in info.value for info in at.info), page_text(at)
-    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # not even an empty run folder
+    store = RunStore(runs_dir)  # as a server that died mid-run leaves it: running, with some curve points
+    run_id = store.submit(TrainConfig(epochs=4), owner="someone")
+    store.claim("local-1")
+    store.append(run_id, [{"event": "start", "epochs": 4, "steps_per_epoch": 10, "train_size": 320, "config": {}}]
+                 + [{"event": "batch", "epoch": 1, "step": step, "progress": step / 40, "loss": 2.3 - step / 20,
+                     "accuracy": 0.1 + step / 40, "images": 32, "images_done": 32 * step} for step in range(1, 9)])
+    link = AppTest.from_file(APP, default_timeout=60)
+    link.query_params["run"] = run_id
+    link.run()  # the server's start marks the run interrupted
+    assert not link.exception
+    assert any(w.value.startswith("Interrupted") for w in link.warning), page_text(link)
+    curves = link.get("plotly_chart")
+    assert len(curves) == 1
+    assert store.get(run_id).state == "interrupted"
+    unknown = AppTest.from_file(APP, default_timeout=60)
+    unknown.query_params["run"] = "20200101-000000-000000"
+    unknown.run()
+    assert any("There is no run" in w.value for w in unknown.warning)
