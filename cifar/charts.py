@@ -81,8 +81,11 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
                          template="none" if lean else TEMPLATE, plot_bgcolor="white", paper_bgcolor="white",
                          legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="x unified")
     if lean:
-        figure.update_xaxes(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR)
-        figure.update_yaxes(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR)
+        # What the template would set: room for the tick labels, and the legend clear of the axis titles.
+        grid = dict(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR, automargin=True)
+        figure.update_xaxes(**grid, title_standoff=6)
+        figure.update_yaxes(**grid)
+        figure.update_layout(legend_y=-0.24)
     return figure
 
 

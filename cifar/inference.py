@@ -85,7 +85,7 @@ class KerasModel:
     def conv_activations(self, image: np.ndarray) -> np.ndarray:
         from cifar.backend import keras_module
 
-        outputs = self._both(_as_batch(image)[:1], training=False)
+        outputs = self._both([_as_batch(image)[:1]], training=False)  # a list, as the model's inputs are
         return keras_module().ops.convert_to_numpy(outputs[1])[0]
 
     def conv_kernel(self) -> np.ndarray:

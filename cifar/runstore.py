@@ -319,12 +319,14 @@ class RunStore:
         return adopted
 
     def clean_debris(self) -> list[Path]:
-        """Delete what a crash mid-save leaves: partial files, and run folders with no saved model
-        whose run is not queued or running. Returns what was removed."""
-        active = {row["run_id"] for row in self._all("SELECT run_id FROM runs WHERE state IN ('queued', 'running')")}
+        """Delete what a crash mid-run or mid-save leaves in the folders of ended runs: partial files,
+        and folders with no saved model. Folders the store does not know (a command-line run still
+        training, anything else in the folder) are left alone. Returns what was removed."""
+        marks = ",".join("?" * len(ENDED))
+        ended = [row["run_id"] for row in self._all(f"SELECT run_id FROM runs WHERE state IN ({marks})", *ENDED)]
         removed = []
-        for folder in self.runs_dir.iterdir():
-            if not folder.is_dir() or folder.name in active or not valid_run_id(folder.name):
+        for folder in (self.runs_dir / run_id for run_id in ended if valid_run_id(run_id)):
+            if not folder.is_dir():
                 continue
             for partial in folder.glob("*.partial*"):
                 partial.unlink(missing_ok=True)

@@ -52,7 +52,9 @@ class LocalTrainer:
         self.store.prune(self.runs_kept)
         self._workers: dict[str, Optional[subprocess.Popen]] = {f"local-{i + 1}": None for i in range(max(1, workers))}
         self._lock = threading.Lock()
-        self.keep_workers_alive()
+        self._closed = threading.Event()
+        # Workers start from this long-lived thread only: Linux ends a worker with the thread that started it
+        # (PR_SET_PDEATHSIG), and the thread that makes a trainer may be a page's, which ends with the page run.
         threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
 
     def _start_worker(self, worker_id: str) -> subprocess.Popen:
@@ -64,23 +66,26 @@ class LocalTrainer:
 
     def keep_workers_alive(self) -> None:
         with self._lock:
+            if self._closed.is_set():  # a worker ended by shutdown() is not replaced
+                return
             for worker_id, process in self._workers.items():
                 if process is not None and process.poll() is None:
                     continue
                 if process is not None:
                     lost = self.store.interrupt(worker_id)
+                    self.store.clean_debris()  # the interrupted run's folder holds no model
                     log.warning("worker %s ended (exit code %s); interrupted %s; starting a new one",
                                 worker_id, process.returncode, lost or "no run")
                 self._workers[worker_id] = self._start_worker(worker_id)
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(WATCH_SECONDS)
+        while not self._closed.is_set():
             try:
                 self.keep_workers_alive()
                 self.store.prune(self.runs_kept)
             except Exception:  # the watcher must outlive any one failure
                 log.exception("keeping the workers alive failed")
+            self._closed.wait(WATCH_SECONDS)
 
     def worker_pids(self) -> list[int]:
         with self._lock:
@@ -102,6 +107,7 @@ class LocalTrainer:
         return self.store.events_after(run_id, after)
 
     def shutdown(self) -> None:
+        self._closed.set()
         with self._lock:
             for process in self._workers.values():
                 if process is not None and process.poll() is None:

@@ -62,8 +62,8 @@ class RunRecorder:
         if kind == "download":
             self._write_progress(event, force=False)
             return
-        if kind == "epoch":
-            self._flush()  # a curve point never mixes the end of one epoch with the start of the next
+        if kind in ("epoch", "end"):
+            self._flush()  # a curve point never mixes two epochs, and a run stopped mid-epoch keeps its last batches
         self.store.append(self.run_id, [event])
         if kind in ("epoch", "end"):
             self._write_progress({**(self._last_batch or {}), **event}, force=True)
@@ -125,9 +125,9 @@ class Worker:
             if time.monotonic() - beat >= 1.0:
                 self.store.heartbeat(self.worker_id, os.getpid())
                 beat = time.monotonic()
-            current = self.current
+            stop, current = self.stop, self.current  # in this order: a late stop request never reaches the next run
             if current is not None and self.store.stop_requested(current):
-                self.stop.set()
+                stop.set()
             time.sleep(STOP_POLL_SECONDS)
 
     def dataset(self, progress: Callable[[Event], None]) -> Dataset:
@@ -136,7 +136,7 @@ class Worker:
         return self._dataset
 
     def train(self, run: RunRecord) -> None:
-        self.stop.clear()
+        self.stop = threading.Event()  # the run's own, so the watcher cannot set it for the run before
         self.current = run.run_id
         record = RunRecorder(self.store, run.run_id)
 

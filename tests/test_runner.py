@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from cifar.config import TrainConfig
-from cifar.runner import TrainingJob, run_training
+from cifar.runner import run_training
 from tests.synthetic import CIFAR10_CLASSES, learnable_images
 
 
@@ -35,34 +35,9 @@ def test_a_run_into_a_folder_that_cannot_be_made_fails_before_loading_anything(t
     assert events == []  # the missing data was never reached: the folder failed first
 
 
-def test_a_stop_while_the_data_loads_ends_the_job_at_the_next_progress_report(tmp_path, dataset):
-    reports = []
+def test_a_run_for_the_command_line_saves_its_model_and_metrics_but_no_files_for_the_pages(tmp_path, dataset):
+    from cifar.store import METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE
 
-    def slow_loader(progress):
-        for chunk in range(1, 100):
-            if chunk == 3:
-                job.stop()  # as a viewer pressing Stop during a download
-            progress({"event": "download", "bytes_done": chunk, "bytes_total": 100})
-            reports.append(chunk)
-        return dataset
-
-    job = TrainingJob("20260101-000000-abcdef", TrainConfig(epochs=1), tmp_path / "run", dataset_loader=slow_loader)
-    job.start().join(30)
-    assert not job.active and job.state == "stopped"
-    assert reports == [1, 2]  # the third report raised instead of continuing the download
-    assert "while the data was loading" in job.events_since(0)[-1]["reason"]
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_server_keeps_the_event_logs_of_only_its_latest_ended_runs(tmp_path, dataset):
-    from cifar.runner import FINISHED_JOBS_KEPT, JobBoard
-
-    board = JobBoard(tmp_path / "runs")
-    board._dataset = dataset  # as if loaded by an earlier run
-    ended = [f"20260101-0000{i:02d}-aaaaaa" for i in range(FINISHED_JOBS_KEPT + 3)]
-    for run_id in ended:  # never started, so not active: as runs that have ended
-        board.jobs[run_id] = TrainingJob(run_id, TrainConfig(epochs=1), tmp_path / "runs" / run_id)
-    job = board.start(TrainConfig(epochs=1, train_size=64, validation="none"))
-    job.join(60)
-    assert job.state == "finished"
-    assert list(board.jobs) == ended[-FINISHED_JOBS_KEPT:] + [job.run_id]
+    metrics = run_training(TrainConfig(epochs=1, validation="none"), tmp_path / "run", dataset=dataset)
+    assert metrics["status"] == "finished"
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == sorted([MODEL_FILE, METRICS_FILE, PREDICTIONS_FILE])

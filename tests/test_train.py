@@ -191,21 +191,3 @@ def test_prefetching_keeps_the_order_passes_errors_on_and_stops_when_the_caller_
     time.sleep(0.1)
     assert made == [0, 1, 2, 3, 4]  # the one item ahead, and nothing after the caller stopped
     assert not any(thread.name.startswith("next-batches") for thread in threading.enumerate())
-
-
-def test_a_server_warming_up_freezes_what_tensorflow_loaded_so_garbage_collection_stays_cheap(tmp_path):
-    # Streamlit collects garbage after every script run (and Keras's clear_session, which it
-    # calls, collects again): with TensorFlow's objects tracked that took 220 ms a poll.
-    import gc
-
-    from cifar.runner import JobBoard
-
-    gc.unfreeze()
-    try:
-        board = JobBoard(tmp_path, None)
-        board.warm_up()
-        board._warming.join(120)
-        assert not board._warming.is_alive()
-        assert gc.get_freeze_count() > 100_000  # TensorFlow, Keras and everything loaded before them
-    finally:
-        gc.unfreeze()
