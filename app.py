@@ -122,10 +122,12 @@ def visitor_ui() -> Visitor:
                                         help="The teacher can stop or cancel any run, clear the queue, and pin or "
                                              "delete saved runs. Everyone else runs and stops their own.")
     who = visitor(st.session_state.session, st.session_state.your_name or "", entered, code)
+    # Always one slot, filled or not: an element that comes and goes would shift every widget below it.
+    role = st.sidebar.empty()
     if code and entered and not who.teacher:
-        st.sidebar.caption("That is not the teacher code.")
+        role.caption("That is not the teacher code.")
     elif code and who.teacher:
-        st.sidebar.caption("You are the teacher: you can stop any run.")
+        role.caption("You are the teacher: you can stop any run.")
     return who
 
 
@@ -192,10 +194,11 @@ def stop_target(service: LocalTrainer, on_screen: Optional[RunRecord]) -> Option
 
 def controls_ui(target: Optional[RunRecord], busy: bool) -> tuple[bool, bool]:
     left, right = st.sidebar.columns(2)
-    train = left.button("Queue run" if busy else "Train", key="train", type="primary", width="stretch",
-                        help="Another run is training: yours joins the queue and starts after it." if busy else None)
-    stop_label = "Cancel" if target is not None and target.state == "queued" else "Stop"
-    stop = right.button(stop_label, key="stop", disabled=target is None, width="stretch")
+    # Fixed labels: a button whose label changes is a new element, and the page would briefly show two.
+    train = left.button("Train", key="train", type="primary", width="stretch")
+    stop = right.button("Stop", key="stop", disabled=target is None, width="stretch")
+    if busy:
+        st.sidebar.caption("A run is training: a new one joins the queue and starts after it.")
     return train, stop
 
 
@@ -215,6 +218,7 @@ def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
     refusal = run_refusal(who, action, target.owner)
     if refusal:
         st.sidebar.warning(refusal)
+        st.toast(refusal)  # the sidebar's line may be below the fold
     elif action == "cancel":
         service.cancel(target.run_id)
     else:
@@ -286,8 +290,9 @@ def live_curves_ui(run_id: str, epochs: int) -> None:
     live.refresh()
     if not live.batches():
         return
+    # No toolbar: on a phone it stays up after a touch and covers the titles.
     st.plotly_chart(live.figure(epochs), key="live_curves", width="stretch", theme=None,
-                    config={"displayModeBar": "hover"})
+                    config={"displayModeBar": False})
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -304,7 +309,7 @@ def ended_without_model_ui(record: RunRecord) -> None:
     if batches:
         trained = batches[-1]["progress"] * record.config.epochs
         st.plotly_chart(live.figure(record.config.epochs, x_max=max(trained, 1)), key=f"curves_{record.run_id}",
-                        width="stretch", theme=None, config={"displayModeBar": "hover"})
+                        width="stretch", theme=None, config={"displayModeBar": False})
 
 
 def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -> None:

@@ -147,12 +147,16 @@ def open_app(page, url: str) -> float:
     return time.perf_counter() - started
 
 
+def keyed_button(page, key: str):
+    return page.locator(f".st-key-{key} button")
+
+
 def train_button(page):
-    return page.locator(".st-key-train button")
+    return keyed_button(page, "train")
 
 
 def stop_button(page):
-    return page.locator(".st-key-stop button")
+    return keyed_button(page, "stop")
 
 
 def assert_no_traceback(page) -> None:
@@ -223,7 +227,7 @@ def test_first_paint_shows_the_controls(page, app_url, screenshots):
 
 def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, screenshots):
     wait_until_idle(page, app_url)
-    set_epochs(page, 3)
+    set_epochs(page, 8)  # long enough for several redraws of the live curves, 4 s apart
     clicked = start_training(page)
     progress = page.locator('[data-testid="stProgress"]')
     expect(progress).to_contain_text("Training…", timeout=FIRST_CURVE_MS)
@@ -250,7 +254,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     assert_no_traceback(page)
 
     expect(accuracy_metric(page)).to_be_visible(timeout=RUN_END_MS)
-    expect(page.get_by_text("Trained 3 epochs")).to_be_visible()
+    expect(page.get_by_text("Trained 8 epochs")).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
     page.screenshot(path=screenshots / "03-results.png")
     assert_no_traceback(page)
@@ -288,9 +292,12 @@ def test_a_refresh_and_a_second_tab_come_back_to_the_running_job(page, context, 
     open_app(second, app_url)
     expect(second).to_have_url(re.compile(rf"[?&]run={run_id}\b"), timeout=30_000)
     wait_for_first_curve_point(second)
-    train_button(second).click()
-    expect(second.locator('[data-testid="stSidebar"]').get_by_text("already in progress")).to_be_visible()
-    assert run_id_in(second.url) == run_id
+    train_button(second).click()  # a second run joins the queue and the tab shows it waiting
+    expect(second.get_by_text("This run is queued, number 1 in line")).to_be_visible(timeout=30_000)
+    queued = run_id_in(second.url)
+    assert queued != run_id
+    keyed_button(second, f"cancel_{queued}").click()
+    expect(second.get_by_text("Cancelled before it started")).to_be_visible(timeout=30_000)
     assert_no_traceback(second)
 
     second.close()
@@ -351,3 +358,32 @@ def test_a_phone_shows_the_train_control_without_sideways_scrolling(browser, app
         assert_no_traceback(page)
     finally:
         phone.close()
+
+
+def test_three_pages_watch_one_run_and_all_of_them_advance(browser, app_url, screenshots):
+    """A teacher's page and two students' (one a phone) on the same run: every page's curve grows."""
+    teacher = browser.new_context(viewport=DESKTOP)
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    laptop = browser.new_context(viewport=DESKTOP)
+    try:
+        page = teacher.new_page()
+        wait_until_idle(page, app_url)
+        start_training(page)
+        run_id = run_id_in(page.url)
+        watchers = [page]
+        for context in (phone, laptop):
+            student = context.new_page()
+            student.goto(f"{app_url}/?run={run_id}")
+            watchers.append(student)
+        for watcher in watchers:
+            wait_for_first_curve_point(watcher)
+        first = [curve_points(watcher) for watcher in watchers]
+        for watcher, points in zip(watchers, first):
+            watcher.wait_for_function(f"({CURVE_POINTS_JS})() > {points}", timeout=FIRST_CURVE_MS, polling=200)
+            assert_no_traceback(watcher)
+        watchers[1].screenshot(path=screenshots / "07-phone-watching.png")
+        stop_button(page).click()
+        expect(page.get_by_text(re.compile("Stopped by request"))).to_be_visible(timeout=RUN_END_MS)
+    finally:
+        for context in (teacher, phone, laptop):
+            context.close()
