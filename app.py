@@ -9,6 +9,7 @@ read. The web process never imports TensorFlow: it predicts with each run's Lite
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import uuid
@@ -23,7 +24,7 @@ from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model
-from cifar.live import LiveRun
+from cifar.live import Board, LiveRun
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
 from cifar.runstore import QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
 from cifar.service import LocalTrainer
@@ -32,8 +33,8 @@ from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
-STATUS_SECONDS = 1.0  # how often a page watching a run asks the store for news
-CURVES_SECONDS = 4.0  # how often it redraws the live curves: the figure is the page's biggest message
+STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
+CURVES_SECONDS = 5.0  # how often it redraws the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
@@ -79,6 +80,15 @@ def trainer() -> LocalTrainer:
     """One per server process: it starts the training workers (ended with it) and owns the run store."""
     return LocalTrainer(RUNS_DIR, data_location(), workers=number_setting("WORKERS", 1),
                         runs_kept=number_setting("RUNS_KEPT", RUNS_KEPT))
+
+
+@st.cache_resource
+def board() -> Board:
+    """What trains and what waits, shared by every page."""
+    # Once per server, after the imports: what is loaded now lives as long as the server, and
+    # frozen, Python's collections stop walking through it on every page's poll.
+    gc.freeze()
+    return Board(trainer().store)
 
 
 @st.cache_resource(max_entries=8)
@@ -184,11 +194,10 @@ def current_run_id(service: LocalTrainer) -> Optional[str]:
     return st.session_state.get("run_id")
 
 
-def stop_target(service: LocalTrainer, on_screen: Optional[RunRecord]) -> Optional[RunRecord]:
+def stop_target(on_screen: Optional[RunRecord], running: list[RunRecord]) -> Optional[RunRecord]:
     """What Stop acts on: the run on screen if it is queued or training, else the run training now."""
     if on_screen is not None and on_screen.active:
         return on_screen
-    running = service.store.running()
     return running[0] if running else None
 
 
@@ -208,6 +217,7 @@ def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None
     except QueueFull as full:
         st.sidebar.error(str(full))
         return
+    board().changed()
     show_run(run_id)
     st.session_state.pop("inspected", None)
     st.rerun()  # the page was drawn for the previous run: draw it for this one
@@ -227,10 +237,9 @@ def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
 
 def queue_ui(service: LocalTrainer, who: Visitor) -> None:
     """Every page's view of what trains now and what waits: whose, what settings, when it should start."""
-    running, queued = service.store.running(), service.store.queue()
+    running, queued, speed = board().snapshot()
     if not running and not queued:
         return
-    speed = service.store.latest_speed()
     starts = expected_starts(running, queued, speed)
     lines = []
     for run in running:
@@ -245,25 +254,27 @@ def queue_ui(service: LocalTrainer, who: Visitor) -> None:
             if run_refusal(who, "cancel", run.owner) is None:
                 if cancel.button("Cancel", key=f"cancel_{run.run_id}", width="stretch"):
                     service.cancel(run.run_id)
+                    board().changed()
                     st.rerun()
         if queued:
             full = " The queue is full." if len(queued) >= QUEUE_LIMIT else ""
             st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
             if who.teacher and who.code_set and st.button("Clear the queue", key="clear_queue"):
                 service.store.clear_queue()
+                board().changed()
                 st.rerun()
 
 
 def activity_ui(service: LocalTrainer, who: Visitor, run_id: Optional[str], shown_state: Optional[str]) -> None:
     """The part of the page that polls: the queue, and the run on screen while it waits or trains."""
-    record = service.run(run_id) if run_id else None
+    record = board().run(run_id) if run_id else None
     if record is not None and record.state != shown_state:
         st.rerun(scope="app")  # it started or ended: the rest of the page changes too
     queue_ui(service, who)
     if record is None or not record.active:
         return
     if record.state == "queued":
-        waiting = [run.run_id for run in service.store.queue()]
+        waiting = [run.run_id for run in board().snapshot()[1]]
         place = waiting.index(record.run_id) + 1 if record.run_id in waiting else 1
         st.info(f"This run is queued, number {place} in line: it starts when the runs before it end.")
         return
@@ -376,9 +387,9 @@ def main() -> None:
     config = run_setup_ui()
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
-    target = stop_target(service, record)
-    busy = bool(service.store.running() or service.store.queue())
-    train, stop = controls_ui(target, busy)
+    running, queued, _ = board().snapshot()
+    target = stop_target(record, running)
+    train, stop = controls_ui(target, busy=bool(running or queued))
     if stop and target is not None:
         stop_run(service, target, who)
     if train:

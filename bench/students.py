@@ -21,6 +21,9 @@ It records when each message arrived, its size, and whether it redrew the page. 
 bench/classroom.py, which reads its JSON lines; on its own, with a window right after joining:
 
     python bench/students.py --port 8501 --query run=RUN_ID --students 3 --seconds 10
+
+With --visit, one student opens the page, waits for its first run to finish and leaves: what the
+first visitor does that makes an app start what it starts on first use.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from typing import Any, Optional
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+from classroom import parse_cores
 
 # The frontend puts this in the token slot when it has no XSRF cookie and no host token.
 PLACEHOLDER_AUTH_TOKEN = "PLACEHOLDER_AUTH_TOKEN"
@@ -116,11 +121,12 @@ class Student:
         self.timers: dict[str, tuple[float, asyncio.Task]] = {}
         self.received: list[Received] = []
         self.first_chart: Optional[float] = None
+        self.first_run_finished: Optional[float] = None
         self.error: Optional[str] = None
         self.websocket: Any = None
         self.run_has_redrawn = False
         self.has_received_new_session = False
-        self.initialized = False
+        self.cache_age_known = False
 
     async def watch(self, leave: asyncio.Event) -> None:
         """Stay on the page until `leave` is set; any failure is kept in `self.error`."""
@@ -177,14 +183,16 @@ class Student:
     def on_new_session(self, msg: ForwardMsg) -> None:
         self.has_received_new_session = True
         self.run_has_redrawn = False
-        if not self.initialized:  # the frontend reads the cache's age limit once per connection
+        if not self.cache_age_known:  # the frontend reads the cache's age limit once per connection
             self.max_cached_message_age = msg.new_session.config.max_cached_message_age
-            self.initialized = True
+            self.cache_age_known = True
         if not msg.metadata.run.fragment_ids:  # a full run: every timer it needs, it starts again
             self.stop_timers()
             self.page_script_hash = msg.new_session.page_script_hash
 
     def on_script_finished(self, msg: ForwardMsg) -> None:
+        if self.first_run_finished is None and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+            self.first_run_finished = time.time()
         run = msg.metadata.run
         if run.script_run_id and msg.script_finished in FINISHED_RUNS and self.has_received_new_session:
             self.cache.finish_run(self.max_cached_message_age, list(run.fragment_ids))
@@ -262,27 +270,19 @@ def emit(line: dict[str, Any]) -> None:
     print(json.dumps(line), flush=True)
 
 
-def parse_cores(text: str) -> set[int]:
-    """A taskset-style list: "1", "0,2" or "1-3"."""
-    cores: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        cores.update(range(int(low), int(high or low) + 1))
-    return cores
-
-
-async def until_joined(students: list[Student], watching: list[asyncio.Task]) -> float:
-    """Wait until every student has its first chart; returns when the last one got it."""
+async def until_all(students: list[Student], watching: list[asyncio.Task], moment: str, what: str) -> float:
+    """Wait until every student has reached `moment` (an attribute); returns when the last one did."""
     deadline = time.monotonic() + JOIN_TIMEOUT_SECONDS
     while True:
         failed = [s for s in students if s.error]
         if failed:
             raise RuntimeError(f"student {failed[0].number} failed before joining: {failed[0].error}")
-        if all(s.first_chart is not None for s in students):
-            return max(s.first_chart for s in students)
+        reached = [getattr(s, moment) for s in students]
+        if None not in reached:
+            return max(reached)
         if time.monotonic() > deadline or all(task.done() for task in watching):
-            waiting = sum(1 for s in students if s.first_chart is None)
-            raise RuntimeError(f"{waiting} of {len(students)} students got no chart within {JOIN_TIMEOUT_SECONDS:.0f} s")
+            raise RuntimeError(f"{reached.count(None)} of {len(students)} students got no {what} "
+                               f"within {JOIN_TIMEOUT_SECONDS:.0f} s")
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -299,7 +299,10 @@ async def classroom(args: argparse.Namespace) -> None:
     leave = asyncio.Event()
     watching = [asyncio.create_task(student.watch(leave)) for student in students]
     try:
-        joined = await until_joined(students, watching)
+        if args.visit:
+            emit({"visited": await until_all(students, watching, "first_run_finished", "finished page")})
+            return
+        joined = await until_all(students, watching, "first_chart", "chart")
         emit({"joined": joined})
         if args.seconds is not None:
             await asyncio.sleep(max(0.0, joined + args.seconds - time.time()))
@@ -323,6 +326,7 @@ def main() -> None:
     parser.add_argument("--cores", help="CPU cores to pin this process to, e.g. 1 or 1-3 (default: not pinned)")
     parser.add_argument("--seconds", type=float, help="report on this many seconds after joining "
                                                      "(default: read {\"window\": [start, end]} from stdin)")
+    parser.add_argument("--visit", action="store_true", help="only open the page once and leave")
     args = parser.parse_args()
     if args.cores:
         os.sched_setaffinity(0, parse_cores(args.cores))

@@ -11,11 +11,11 @@ import time
 from typing import Any, Optional
 
 from cifar import charts
-from cifar.runstore import Event, RunStore
+from cifar.runstore import Event, RunRecord, RunStore
 
 LIVE_POINTS = 150  # curve points in the live figure: enough for a projector, small for 30 phones
 READ_SECONDS = 0.5  # pages polling within this of the last read share it
-BUILD_SECONDS = 3.0  # the live figure is rebuilt at most this often
+BUILD_SECONDS = 5.0  # the live figure is rebuilt at most this often: once per redraw of the pages
 
 
 class LiveRun:
@@ -54,3 +54,39 @@ class LiveRun:
                                                       max_points=LIVE_POINTS, lean=True)
                 self._figure_seq, self._built_at = self.seq, time.monotonic()
             return self._figure
+
+
+class Board:
+    """What trains now and what waits, read from the store at most every READ_SECONDS and shared
+    by every page: thirty pages polling each second cost two queries a second, not sixty."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._read_at = 0.0
+        self._running: list[RunRecord] = []
+        self._queued: list[RunRecord] = []
+        self._speed: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._read_at >= READ_SECONDS:
+            self._running, self._queued = self.store.running(), self.store.queue()
+            self._speed = self.store.latest_speed()
+            self._read_at = time.monotonic()
+
+    def snapshot(self) -> tuple[list[RunRecord], list[RunRecord], Optional[float]]:
+        """(running, queued in order, the latest measured images per second)."""
+        with self._lock:
+            self._refresh()
+            return self._running, self._queued, self._speed
+
+    def run(self, run_id: str) -> Optional[RunRecord]:
+        """A run as of the last read if it is training or queued, else as the store has it now."""
+        running, queued, _ = self.snapshot()
+        known = next((run for run in running + queued if run.run_id == run_id), None)
+        return known or self.store.get(run_id)
+
+    def changed(self) -> None:
+        """Forget the last read: this page just changed the queue and must see it at once."""
+        with self._lock:
+            self._read_at = 0.0

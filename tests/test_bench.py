@@ -58,3 +58,22 @@ def test_bench_app_start_smoke_times_a_real_server_and_browser():
     assert result.returncode == 0, result.stderr
     assert re.search(r"^median of 1: server healthy \d+\.\d\d s, controls visible \d+\.\d\d s after `streamlit run`$",
                      result.stdout, re.MULTILINE), result.stdout
+
+
+def test_bench_classroom_smoke_prints_both_speeds_every_student_and_the_memory(tiny_archive):
+    students = 3
+    result = bench("classroom.py", "--data", str(tiny_archive), "--students", str(students), "--window", "3",
+                   "--train-size", "2000", "--epochs", "200")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.search(r"^training unwatched: [\d,]+ images/s \(windows: [\d,]+, [\d,]+\)$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(rf"^training watched by {students} students: [\d,]+ images/s$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^watched/unwatched speed ratio: \d+\.\d\d$", result.stdout, re.MULTILINE), result.stdout
+    student_line = re.compile(r"^student +(\d+): updates every \d+\.\d\d s \(max \d+\.\d\d s\), [\d,]+\.\d kB/s "
+                              r"\(first half [\d,]+\.\d, second half [\d,]+\.\d\)$")
+    numbers = [int(match.group(1)) for line in lines if (match := student_line.match(line))]
+    assert numbers == list(range(1, students + 1)), result.stdout
+    assert re.search(r"^worst update interval: \d+\.\d\d s$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^worst bytes per second: [\d,]+\.\d kB/s$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^server \+ worker RSS peak: [\d,]+ MB \(server [\d,]+ MB, worker [\d,]+ MB\)$",
+                     result.stdout, re.MULTILINE), result.stdout
