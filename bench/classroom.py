@@ -333,6 +333,9 @@ def print_results(unwatched: list[float], watched: float, report: list[dict[str,
               f"(max {student['update_max']:.2f} s), {student['bytes_per_second'] / 1000:,.1f} kB/s "
               f"(first half {student['first_half_bytes_per_second'] / 1000:,.1f}, "
               f"second half {student['second_half_bytes_per_second'] / 1000:,.1f})")
+    joins = [s["first_chart_seconds"] for s in report]
+    print(f"the whole curve on every page {max(joins):.2f} s after it opened at the latest "
+          f"(median {statistics.median(joins):.2f} s; all {len(report)} opened at once)")
     print(f"worst update interval: {max(s['update_max'] for s in report):.2f} s")
     print(f"worst bytes per second: {max(s['bytes_per_second'] for s in report) / 1000:,.1f} kB/s")
     print(f"server + worker RSS peak: {memory.peak_total:,.0f} MB "

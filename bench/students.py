@@ -121,6 +121,7 @@ class Student:
         self.timers: dict[str, tuple[float, asyncio.Task]] = {}
         self.received: list[Received] = []
         self.first_chart: Optional[float] = None
+        self.opened = 0.0  # when the tab opened the page
         self.first_run_finished: Optional[float] = None
         self.error: Optional[str] = None
         self.websocket: Any = None
@@ -131,6 +132,7 @@ class Student:
     async def watch(self, leave: asyncio.Event) -> None:
         """Stay on the page until `leave` is set; any failure is kept in `self.error`."""
         closer: Optional[asyncio.Task] = None
+        self.opened = time.time()
         try:
             async with websockets.connect(self.url, subprotocols=["streamlit", PLACEHOLDER_AUTH_TOKEN],
                                           origin=self.origin, max_size=None, ping_interval=None) as websocket:
@@ -253,6 +255,7 @@ class Student:
         second = sum(r.size for r in self.received if middle <= r.time < end)
         return {
             "number": self.number,
+            "first_chart_seconds": (self.first_chart or end) - self.opened,
             "update_every": statistics.median(full_gaps) if full_gaps else waiting,
             "update_max": max([*full_gaps, waiting]),
             "bytes_per_second": (first + second) / (end - start),

@@ -73,6 +73,8 @@ def test_bench_classroom_smoke_prints_both_speeds_every_student_and_the_memory(t
                               r"\(first half [\d,]+\.\d, second half [\d,]+\.\d\)$")
     numbers = [int(match.group(1)) for line in lines if (match := student_line.match(line))]
     assert numbers == list(range(1, students + 1)), result.stdout
+    assert re.search(r"^the whole curve on every page \d+\.\d\d s after it opened at the latest \(median \d+\.\d\d s; "
+                     rf"all {students} opened at once\)$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^worst update interval: \d+\.\d\d s$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^worst bytes per second: [\d,]+\.\d kB/s$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^server \+ worker RSS peak: [\d,]+ MB \(server [\d,]+ MB, worker [\d,]+ MB\)$",
