@@ -325,7 +325,7 @@ def print_results(unwatched: list[float], watched: float, report: list[dict[str,
                   memory: MemorySampler, server_cpu: tuple[float, float]) -> None:
     mean = statistics.mean(unwatched)
     print(f"training unwatched: {mean:,.0f} images/s (windows: {unwatched[0]:,.0f}, {unwatched[1]:,.0f})")
-    print(f"training watched by {len(report)} students: {watched:,.0f} images/s")
+    print(f"training watched by {len(report)} student{'s' if len(report) != 1 else ''}: {watched:,.0f} images/s")
     print(f"watched/unwatched speed ratio: {watched / mean:.2f}")
     width = max(2, len(str(len(report))))
     for student in report:
