@@ -227,7 +227,7 @@ def test_first_paint_shows_the_controls(page, app_url, screenshots):
 
 def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, screenshots):
     wait_until_idle(page, app_url)
-    set_epochs(page, 8)  # long enough for several redraws of the live curves, 4 s apart
+    set_epochs(page, 20)  # long enough for several redraws of the live curves, 5 s apart
     clicked = start_training(page)
     progress = page.locator('[data-testid="stProgress"]')
     expect(progress).to_contain_text("Training…", timeout=FIRST_CURVE_MS)
@@ -254,7 +254,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     assert_no_traceback(page)
 
     expect(accuracy_metric(page)).to_be_visible(timeout=RUN_END_MS)
-    expect(page.get_by_text("Trained 8 epochs")).to_be_visible()
+    expect(page.get_by_text("Trained 20 epochs")).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
     page.screenshot(path=screenshots / "03-results.png")
     assert_no_traceback(page)
