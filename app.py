@@ -34,7 +34,7 @@ from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
 STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
-CURVES_SECONDS = 5.0  # how often it redraws the live curves: the figure is the page's biggest message
+CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
@@ -266,37 +266,40 @@ def queue_ui(service: LocalTrainer, who: Visitor) -> None:
 
 
 def activity_ui(service: LocalTrainer, who: Visitor, run_id: Optional[str], shown_state: Optional[str]) -> None:
-    """The part of the page that polls: the queue, and the run on screen while it waits or trains."""
+    """The part of the page that polls most often: the run on screen while it trains (one element,
+    so a class polling it costs the server little), or the queue while it waits."""
     record = board().run(run_id) if run_id else None
     if record is not None and record.state != shown_state:
         st.rerun(scope="app")  # it started or ended: the rest of the page changes too
-    queue_ui(service, who)
-    if record is None or not record.active:
+    if record is not None and record.state == "running":
+        st.progress(*training_status(record))
         return
-    if record.state == "queued":
+    queue_ui(service, who)
+    if record is not None and record.state == "queued":
         waiting = [run.run_id for run in board().snapshot()[1]]
         place = waiting.index(record.run_id) + 1 if record.run_id in waiting else 1
         st.info(f"This run is queued, number {place} in line: it starts when the runs before it end.")
-        return
+
+
+def training_status(record: RunRecord) -> tuple[float, str]:
+    """The progress bar's share and its words: epoch, speed and time left."""
     progress = record.progress
     if progress.get("event") == "download" and progress.get("bytes_total"):
         done, total = progress["bytes_done"], progress["bytes_total"]
-        st.progress(done / total, text=f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
-        return
+        return done / total, f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
     if "progress" not in progress:
-        st.progress(0.0, text="Loading the data and building the network…")
-        return
+        return 0.0, "Loading the data and building the network…"
     status = "Stopping…" if record.stop_requested else "Training…"
     if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
         status = "Testing on the test set and saving…"
-    st.progress(min(1.0, progress["progress"]), text=f"{status} epoch {progress['epoch']} of {record.config.epochs}")
-    st.caption(f"**{progress.get('images_per_second', 0):,.0f}** images per second · time left "
-               f"**{duration(progress.get('remaining'))}** · training loss of the latest batches "
-               f"**{progress.get('loss', float('nan')):.3f}**")
+    return min(1.0, progress["progress"]), (
+        f"{status} epoch {progress['epoch']} of {record.config.epochs} · "
+        f"{progress.get('images_per_second', 0):,.0f} images per second · {duration(progress.get('remaining'))} left")
 
 
-def live_curves_ui(run_id: str, epochs: int) -> None:
-    """The learning curves so far, from the events every watcher shares."""
+def live_curves_ui(service: LocalTrainer, who: Visitor, run_id: str, epochs: int) -> None:
+    """The queue and the learning curves so far, from the events every watcher shares."""
+    queue_ui(service, who)
     live = live_run(run_id)
     live.refresh()
     if not live.batches():
@@ -411,7 +414,7 @@ def main() -> None:
         st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
                    "**Train**, or open a saved run.")
     elif record is not None and record.state == "running":
-        st.fragment(live_curves_ui, run_every=CURVES_SECONDS)(record.run_id, record.config.epochs)
+        st.fragment(live_curves_ui, run_every=CURVES_SECONDS)(service, who, record.run_id, record.config.epochs)
     elif record is not None and record.state not in SAVED and record.state != "queued":
         ended_without_model_ui(record)
     model, class_names = run_model(run)
