@@ -29,7 +29,7 @@ from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, vis
 from cifar.runstore import QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
-from ui.model_views import duration, gallery_ui, results_ui, uploads_ui
+from ui.model_views import NO_TOOLBAR, duration, gallery_ui, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
@@ -304,9 +304,8 @@ def live_curves_ui(service: LocalTrainer, who: Visitor, run_id: str, epochs: int
     live.refresh()
     if not live.batches():
         return
-    # No toolbar: on a phone it stays up after a touch and covers the titles.
     st.plotly_chart(live.figure(epochs), key="live_curves", width="stretch", theme=None,
-                    config={"displayModeBar": False})
+                    config=NO_TOOLBAR)
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -323,7 +322,7 @@ def ended_without_model_ui(record: RunRecord) -> None:
     if batches:
         trained = batches[-1]["progress"] * record.config.epochs
         st.plotly_chart(live.figure(record.config.epochs, x_max=max(trained, 1)), key=f"curves_{record.run_id}",
-                        width="stretch", theme=None, config={"displayModeBar": False})
+                        width="stretch", theme=None, config=NO_TOOLBAR)
 
 
 def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -> None:

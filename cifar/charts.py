@@ -116,13 +116,20 @@ def per_class_accuracy(accuracy_by_class: dict[str, float]) -> go.Figure:
     return figure
 
 
+RIGHT_COLOUR, WRONG_COLOUR, TOP_COLOUR, OTHER_COLOUR = "#2ca02c", "#d62728", "#1f77b4", "#c6d4e1"
+
+
 def class_probabilities(probabilities: Sequence[float], class_names: list[str], true_class: str | None = None) -> go.Figure:
-    """Horizontal bars over all classes, the predicted one highlighted and the true one marked."""
+    """Horizontal bars over all classes. Colour means right or wrong: the network's top class is
+    green when it is the true class and red when it is not; with no true class known (a user's
+    picture) it is plain blue. The true class is named as such and outlined."""
     values = np.asarray(probabilities, dtype=float)
     best = int(values.argmax())
-    colours = ["#2ca02c" if i == best else "#9bbbd6" for i in range(len(values))]
-    labels = [f"{name} ✓" if name == true_class else name for name in class_names]
-    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
+    top = TOP_COLOUR if true_class is None else RIGHT_COLOUR if class_names[best] == true_class else WRONG_COLOUR
+    colours = [top if i == best else OTHER_COLOUR for i in range(len(values))]
+    outline = [2.5 if name == true_class else 0 for name in class_names]
+    labels = [f"{name} (true class)" if name == true_class else name for name in class_names]
+    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker=dict(color=colours, line=dict(color="#333", width=outline)),
                               text=[f"{value:.0%}" for value in values], textposition="outside", cliponaxis=False,
                               hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     figure.update_layout(height=max(240, 26 * len(values)), margin=dict(l=10, r=40, t=10, b=10), font=FONT, template=TEMPLATE,

@@ -42,8 +42,24 @@ def test_confusion_matrix_shows_row_shares_and_counts():
     assert heatmap.customdata.tolist() == [[8, 2], [1, 3]]
 
 
-def test_probabilities_highlight_the_prediction_and_mark_the_truth():
+def test_a_wrong_top_class_is_red_and_the_true_class_is_named_and_outlined():
     figure = charts.class_probabilities([0.1, 0.7, 0.2], ["cat", "dog", "ship"], true_class="ship")
     bars = figure.data[0]
-    assert list(bars.y) == ["cat", "dog", "ship ✓"]
-    assert bars.marker.color[1] != bars.marker.color[0] == bars.marker.color[2]
+    assert list(bars.y) == ["cat", "dog", "ship (true class)"]
+    assert bars.marker.color[1] == charts.WRONG_COLOUR
+    assert charts.RIGHT_COLOUR not in bars.marker.color  # nothing is green when the network is wrong
+    assert bars.marker.line.width[2] > 0 and bars.marker.line.width[0] == bars.marker.line.width[1] == 0
+
+
+def test_a_right_top_class_is_green_and_an_unknown_truth_judges_nothing():
+    right = charts.class_probabilities([0.1, 0.7, 0.2], ["cat", "dog", "ship"], true_class="dog").data[0]
+    assert right.marker.color[1] == charts.RIGHT_COLOUR and list(right.y)[1] == "dog (true class)"
+    unknown = charts.class_probabilities([0.1, 0.7, 0.2], ["cat", "dog", "ship"]).data[0]
+    assert charts.RIGHT_COLOUR not in unknown.marker.color and charts.WRONG_COLOUR not in unknown.marker.color
+
+
+def test_class_names_take_the_article_they_sound_with():
+    from ui.model_views import with_article
+
+    assert [with_article(name) for name in ("airplane", "automobile", "cat", "Elephant")] == [
+        "an airplane", "an automobile", "a cat", "an Elephant"]

@@ -17,7 +17,13 @@ from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
 from cifar.store import SavedRun
 
 GALLERY_SIZE = 24
+NO_TOOLBAR = {"displayModeBar": False}  # Plotly's toolbar covered chart titles and bars on a projector and a phone
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+
+
+def with_article(noun: str) -> str:
+    """ "an airplane", "a cat": the article a class name takes."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def duration(seconds: Optional[float]) -> str:
@@ -45,17 +51,17 @@ def results_ui(run: SavedRun) -> None:
     epochs = metrics.get("config", {}).get("epochs", len(history))
     trained = max([len(history)] + [batch["progress"] * epochs for batch in batches[-1:]])
     st.plotly_chart(charts.learning_curves(batches, history, epochs, x_max=max(trained, 1)),
-                    key=f"curves_{run.run_id}", width="stretch", theme=None)
+                    key=f"curves_{run.run_id}", width="stretch", theme=None, config=NO_TOOLBAR)
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
         st.caption("Rows are the true classes, columns what the network said. The diagonal is right.")
         st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], metrics["class_names"]),
-                        key=f"confusion_{run.run_id}", width="stretch", theme=None)
+                        key=f"confusion_{run.run_id}", width="stretch", theme=None, config=NO_TOOLBAR)
     with per_class:
         st.subheader("Accuracy per class")
         st.plotly_chart(charts.per_class_accuracy(metrics["per_class_accuracy"]), key=f"per_class_{run.run_id}",
-                        width="stretch", theme=None)
+                        width="stretch", theme=None, config=NO_TOOLBAR)
 
 
 def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
@@ -106,9 +112,9 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
     if inspected is not None and inspected < len(x_test):
         st.divider()
         picture, bars = st.columns([1, 2])
-        picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: a {class_names[y_test[inspected]]}")
+        picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: {with_article(class_names[y_test[inspected]])}")
         bars.plotly_chart(charts.class_probabilities(probabilities[inspected], class_names, class_names[y_test[inspected]]),
-                          key="inspected_probabilities", width="stretch", theme=None)
+                          key="inspected_probabilities", width="stretch", theme=None, config=NO_TOOLBAR)
         inside_ui(model, x_test[inspected])
 
 
@@ -142,5 +148,5 @@ def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> 
         if model is not None and class_names is not None:
             probabilities = model.probabilities(network_input)[0]
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
-                              width="stretch", theme=None)
+                              width="stretch", theme=None, config=NO_TOOLBAR)
             inside_ui(model, network_input)
