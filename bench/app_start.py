@@ -3,8 +3,8 @@
 Each round starts a fresh Streamlit server (as `streamlit run` does on a host that has just woken
 the app) and opens the page in Chromium, launched beforehand so its own start-up is not counted.
 Prints, per round and as medians: the seconds from launch until the server answers its health
-check, and until the Train button is visible. The app imports TensorFlow only after that first
-page is drawn, so neither figure includes TensorFlow's import.
+check, and until the Train button is visible. The web server never imports TensorFlow; the
+training worker that the first page starts does, in a process of its own.
 
     python bench/app_start.py --rounds 3
 """

@@ -19,20 +19,20 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+
+from app_start import free_port, healthy  # noqa: E402  (bench/ is on the path when this runs as a script)
 
 SERVER_START_SECONDS = 120.0
 FIRST_BATCH_SECONDS = 300.0  # TensorFlow's import and the data's loading come before the first batch
@@ -46,20 +46,6 @@ STOP_SECONDS = 20.0
 
 class BenchFailed(Exception):
     """The measurement cannot go on: the server died, the run failed, or something timed out."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as response:
-            return response.read().decode() == "ok"
-    except OSError:
-        return False
 
 
 def pinned(command: list[str], cores: Optional[str]) -> list[str]:
@@ -106,7 +92,7 @@ class Server:
 
     def wait_until_healthy(self) -> None:
         deadline = time.monotonic() + SERVER_START_SECONDS
-        while not healthy(self.port):
+        while not healthy(f"http://127.0.0.1:{self.port}"):
             self.check()
             if time.monotonic() > deadline:
                 raise BenchFailed(f"the Streamlit server was not healthy within {SERVER_START_SECONDS:.0f} s")
