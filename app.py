@@ -26,13 +26,12 @@ from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model
 from cifar.live import Board, LiveRun
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
-from cifar.runstore import QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
+from cifar.runstore import FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.model_views import NO_TOOLBAR, duration, gallery_ui, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
-FULL_TRAINING_SET = 50_000  # CIFAR-10's training images: the "Training images" box at this value means all of them
 STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
 CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue

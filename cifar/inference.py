@@ -168,7 +168,9 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 def needs_page_files(folder: str | Path) -> bool:
     folder = Path(folder)
-    return (folder / "model.keras").is_file() and not (folder / LITE_FILE).is_file() and not (folder / FAILED_MARK).exists()
+    from cifar.store import MODEL_FILE
+
+    return (folder / MODEL_FILE).is_file() and not (folder / LITE_FILE).is_file() and not (folder / FAILED_MARK).exists()
 
 
 def open_page_model(folder: str | Path) -> Optional[PageModel]:

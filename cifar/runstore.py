@@ -348,7 +348,7 @@ def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 RUN_OVERHEAD_SECONDS = 15.0  # building the network, testing and saving, around the training itself
-FULL_TRAINING_SET = 50_000
+FULL_TRAINING_SET = 50_000  # CIFAR-10's training images, what a run with no train_size trains on
 
 
 def expected_seconds(config: TrainConfig, images_per_second: float) -> float:

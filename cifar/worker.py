@@ -171,7 +171,7 @@ class Worker:
     def _prepare_saved_runs_for_pages(self) -> None:
         """Write the pages' inference files for saved runs that lack them (runs trained by the CLI, or
         before pages predicted without TensorFlow), one per idle moment."""
-        from cifar.inference import needs_page_files, save_page_files
+        from cifar.inference import FAILED_MARK, needs_page_files, save_page_files
         from cifar.store import load_model
 
         for run in self.store.runs():
@@ -182,7 +182,7 @@ class Worker:
                     save_page_files(model, folder)
                 except Exception as error:  # a damaged model must not stop the worker; the page says it cannot open it
                     log.warning("could not prepare %s for the pages: %s", run.run_id, error)
-                    (folder / "page-files-failed").touch()
+                    (folder / FAILED_MARK).touch()
                 return
 
 
