@@ -3,11 +3,11 @@
 Starts `streamlit run app.py` (pinned to --server-cores; the training worker it starts inherits
 that), opens the page once as a teacher would (an app may start its worker on first use), queues
 one run straight into the run store, and measures training images/s from the run's events in
-three windows: nobody watching, --students simulated students watching
-(bench/students.py, in a process of its own pinned to --student-cores), nobody watching again.
-Comparing the watched window with the mean of the two around it cancels any drift in speed.
-Prints the speeds, each student's update interval and bytes per second, and the peak resident
-memory of the server and its worker.
+windows that take turns: nobody watching, --students simulated students watching
+(bench/students.py, in a process of its own pinned to --student-cores), nobody watching, and so
+on for --rounds watched windows. Comparing each watched window with the unwatched ones around
+it cancels any drift in speed. Prints the speeds, each student's worst update interval and
+bytes per second, and the peak resident memory of the server and its worker.
 
     python bench/classroom.py --data ~/cifar10/cifar-10-python.tar.gz --students 30 --window 30
 """
@@ -307,12 +307,30 @@ def watched_window(speed: TrainingSpeed, students: Students, seconds: float,
     return speed.between(start, start + seconds), report, server_cpu
 
 
-def print_results(unwatched: list[float], watched: float, report: list[dict[str, Any]],
-                  memory: MemorySampler, server_cpu: tuple[float, float]) -> None:
+def worst_of(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each student's worst over the watched rounds: the most bytes, the slowest updates, the latest chart."""
+    worst = []
+    for rounds in zip(*reports):
+        student = dict(max(rounds, key=lambda report: report["bytes_per_second"]))
+        for key in ("update_every", "update_max", "first_chart_seconds"):
+            student[key] = max(report[key] for report in rounds)
+        worst.append(student)
+    return worst
+
+
+def print_results(unwatched: list[float], watched: list[float], reports: list[list[dict[str, Any]]],
+                  memory: MemorySampler, server_cpu: tuple[float, list[float]]) -> None:
     mean = statistics.mean(unwatched)
-    print(f"training unwatched: {mean:,.0f} images/s (windows: {unwatched[0]:,.0f}, {unwatched[1]:,.0f})")
-    print(f"training watched by {len(report)} student{'s' if len(report) != 1 else ''}: {watched:,.0f} images/s")
-    print(f"watched/unwatched speed ratio: {watched / mean:.2f}")
+    windows = ", ".join(f"{speed:,.0f}" for speed in unwatched)
+    students = len(reports[0])
+    print(f"training unwatched: {mean:,.0f} images/s (windows: {windows})")
+    print(f"training watched by {students} student{'s' if students != 1 else ''}: "
+          f"{statistics.mean(watched):,.0f} images/s (windows: {', '.join(f'{speed:,.0f}' for speed in watched)})")
+    # Each watched window against the mean of the unwatched windows on either side of it: drift cancels.
+    each = [speed / statistics.mean(unwatched[number:number + 2]) for number, speed in enumerate(watched)]
+    print(f"watched/unwatched speed ratio: {statistics.mean(watched) / mean:.2f} "
+          f"(each watched window against its neighbours: {', '.join(f'{ratio:.2f}' for ratio in each)})")
+    report = worst_of(reports)
     width = max(2, len(str(len(report))))
     for student in report:
         print(f"student {student['number']:>{width}}: updates every {student['update_every']:.2f} s "
@@ -326,7 +344,8 @@ def print_results(unwatched: list[float], watched: float, report: list[dict[str,
     print(f"worst bytes per second: {max(s['bytes_per_second'] for s in report) / 1000:,.1f} kB/s")
     print(f"server + worker RSS peak: {memory.peak_total:,.0f} MB "
           f"(server {memory.peak_server:,.0f} MB, worker {memory.peak_worker:,.0f} MB)")
-    print(f"web server CPU: {server_cpu[0]:.0%} of a core unwatched, {server_cpu[1]:.0%} watched")
+    watched_cpu = ", ".join(f"{share:.0%}" for share in server_cpu[1])
+    print(f"web server CPU: {server_cpu[0]:.0%} of a core unwatched, {watched_cpu} watched")
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> None:
@@ -352,19 +371,23 @@ def measure(args: argparse.Namespace, workdir: Path) -> None:
         speed.wait_for_first_batch()
         speed.sleep(WARM_UP_SECONDS)
         cpu, started = cpu_seconds(server.process.pid), time.time()
-        before = speed.window(args.window)
+        unwatched = [speed.window(args.window)]
         idle_cpu = (cpu_seconds(server.process.pid) - cpu) / (time.time() - started)
-        students = Students(port, f"run={run_id}", args.students, args.student_cores, workdir / "students.log")
-        watched, report, watched_cpu = watched_window(speed, students, args.window, server.process.pid)
-        speed.sleep(SETTLE_SECONDS)
-        after = speed.window(args.window)
+        watched, reports, watched_cpu = [], [], []
+        for _ in range(args.rounds):
+            students = Students(port, f"run={run_id}", args.students, args.student_cores, workdir / "students.log")
+            speed_watched, report, cpu_share = watched_window(speed, students, args.window, server.process.pid)
+            students = None
+            watched.append(speed_watched), reports.append(report), watched_cpu.append(cpu_share)
+            speed.sleep(SETTLE_SECONDS)
+            unwatched.append(speed.window(args.window))
         store.request_stop(run_id)
     finally:
         memory.done.set()
         if students is not None:
             students.stop()
         server.stop()
-    print_results([before, after], watched, report, memory, (idle_cpu, watched_cpu))
+    print_results(unwatched, watched, reports, memory, (idle_cpu, watched_cpu))
 
 
 def parse_args() -> argparse.Namespace:
@@ -375,6 +398,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=None, help="training images (default: all)")
     parser.add_argument("--epochs", type=int, default=50, help="enough that the run never ends on its own")
     parser.add_argument("--window", type=float, default=30.0, help="seconds in each measured window")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="watched windows, each between two unwatched ones (default 2: five windows in all)")
     parser.add_argument("--server-cores", default="0", help="taskset list for the server and its worker")
     parser.add_argument("--student-cores", default="1", help="CPU list for the students' process")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")

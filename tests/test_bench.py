@@ -66,9 +66,13 @@ def test_bench_classroom_smoke_prints_both_speeds_every_student_and_the_memory(t
                    "--train-size", "2000", "--epochs", "200")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert re.search(r"^training unwatched: [\d,]+ images/s \(windows: [\d,]+, [\d,]+\)$", result.stdout, re.MULTILINE), result.stdout
-    assert re.search(rf"^training watched by {students} students: [\d,]+ images/s$", result.stdout, re.MULTILINE), result.stdout
-    assert re.search(r"^watched/unwatched speed ratio: \d+\.\d\d$", result.stdout, re.MULTILINE), result.stdout
+    # Two watched rounds by default, so three unwatched windows around them.
+    assert re.search(r"^training unwatched: [\d,]+ images/s \(windows: [\d,]+, [\d,]+, [\d,]+\)$", result.stdout,
+                     re.MULTILINE), result.stdout
+    assert re.search(rf"^training watched by {students} students: [\d,]+ images/s \(windows: [\d,]+, [\d,]+\)$",
+                     result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^watched/unwatched speed ratio: \d+\.\d\d \(each watched window against its neighbours: "
+                     r"\d+\.\d\d, \d+\.\d\d\)$", result.stdout, re.MULTILINE), result.stdout
     student_line = re.compile(r"^student +(\d+): updates every \d+\.\d\d s \(max \d+\.\d\d s\), [\d,]+\.\d kB/s "
                               r"\(first half [\d,]+\.\d, second half [\d,]+\.\d\)$")
     numbers = [int(match.group(1)) for line in lines if (match := student_line.match(line))]
