@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import streamlit as st
 
 from cifar.config import PRESETS, TrainConfig
@@ -26,15 +27,17 @@ from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model
 from cifar.live import Board, LiveRun
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
-from cifar.runstore import FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_starts
+from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
+                            expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
-from ui.model_views import NO_TOOLBAR, duration, gallery_ui, results_ui, uploads_ui
+from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
 CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
+SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
 
@@ -112,6 +115,27 @@ def test_split() -> tuple[Any, Any, list[str]]:
     return x_test, y_test, class_names
 
 
+LAYERS_DOT = """digraph {
+  rankdir=LR; bgcolor="transparent"; node [shape=box, style="rounded,filled", fillcolor="#eef3f8", fontname="sans-serif"];
+  input [label="picture\\n32×32×3"]; conv [label="conv 3×3\\n32 filters\\n32×32×32"];
+  pool [label="max pool\\n16×16×32"]; dense [label="dense\\n512 units"]; out [label="softmax\\n10 classes"];
+  input -> conv -> pool -> dense -> out;
+}"""
+
+
+def network_ui() -> None:
+    """What the network is, before anyone trains it: its layers, and the pictures it learns from."""
+    st.graphviz_chart(LAYERS_DOT, width="stretch")
+    st.markdown("A 3×3 convolution layer with 32 filters looks at every patch of the 32×32 picture, max pooling "
+                "halves it, a 512-unit dense layer combines everything, and a softmax gives a probability for each "
+                "of the 10 classes. Dropout switches units off at random while training, so the network cannot "
+                "memorise the training pictures. Press **Train**, and watch it learn.")
+    x_test, y_test, class_names = test_split()
+    first_of_each = [int(np.flatnonzero(y_test == label)[0]) for label in range(len(class_names))]
+    st.image([pixels_large(x_test[index], 80) for index in first_of_each], caption=class_names, width=80)
+    st.caption("One test picture of each class, 32×32 pixels, shown two and a half times as large.")
+
+
 def fill_from_preset() -> None:
     preset = PRESETS[st.session_state.preset]
     for key in CONFIG_KEYS:
@@ -143,7 +167,7 @@ def visitor_ui() -> Visitor:
 def run_setup_ui() -> TrainConfig:
     """The sidebar's settings; returns the run they describe."""
     if "epochs" not in st.session_state:
-        st.session_state.preset = "Seed recipe"
+        st.session_state.preset = "Quick demo"  # the first run is one click and about a minute
         fill_from_preset()
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
@@ -178,6 +202,7 @@ def run_setup_ui() -> TrainConfig:
 
 
 def show_run(run_id: str) -> None:
+    st.session_state.pop("showing_latest", None)
     st.session_state.run_id = run_id
     st.query_params["run"] = run_id  # a refresh or a shared link comes back to this run
 
@@ -190,7 +215,18 @@ def current_run_id(service: LocalTrainer) -> Optional[str]:
             st.session_state.run_id = from_url  # even an unknown id: the page then says it does not know it
         elif upcoming := service.store.running() or service.store.queue():
             show_run(upcoming[0].run_id)
+        elif latest := latest_saved_run(service):
+            show_run(latest.run_id)
+            st.session_state.showing_latest = True
     return st.session_state.get("run_id")
+
+
+def latest_saved_run(service: LocalTrainer, besides: Optional[str] = None) -> Optional[SavedRun]:
+    """The newest finished or stopped run with a model, other than `besides`."""
+    for record in service.store.runs(SAVED):
+        if record.run_id != besides and (run := open_run(RUNS_DIR, record.run_id)) is not None:
+            return run
+    return None
 
 
 def stop_target(on_screen: Optional[RunRecord], running: list[RunRecord]) -> Optional[RunRecord]:
@@ -200,13 +236,18 @@ def stop_target(on_screen: Optional[RunRecord], running: list[RunRecord]) -> Opt
     return running[0] if running else None
 
 
-def controls_ui(target: Optional[RunRecord], busy: bool) -> tuple[bool, bool]:
+def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, speed: Optional[float]) -> tuple[bool, bool]:
     left, right = st.sidebar.columns(2)
     # Fixed labels: a button whose label changes is a new element, and the page would briefly show two.
     train = left.button("Train", key="train", type="primary", width="stretch")
     stop = right.button("Stop", key="stop", disabled=target is None, width="stretch")
+    words = []
+    if speed:  # a promise from this machine's own measured speed, or none at all
+        words.append(f"These settings take about {duration(expected_seconds(config, speed))} here "
+                     f"(this server last trained {speed:,.0f} images per second).")
     if busy:
-        st.sidebar.caption("A run is training: a new one joins the queue and starts after it.")
+        words.append("A run is training: a new one joins the queue and starts after it.")
+    st.sidebar.caption(" ".join(words))  # always drawn, even empty: the widgets below it keep their place
     return train, stop
 
 
@@ -218,7 +259,6 @@ def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None
         return
     board().changed()
     show_run(run_id)
-    st.session_state.pop("inspected", None)
     st.rerun()  # the page was drawn for the previous run: draw it for this one
 
 
@@ -291,9 +331,12 @@ def training_status(record: RunRecord) -> tuple[float, str]:
     status = "Stopping…" if record.stop_requested else "Training…"
     if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
         status = "Testing on the test set and saving…"
+    # The first seconds run slower than the rest (tracing, warm caches): a time left from them overstates.
+    settled = progress.get("elapsed", 0) >= SETTLED_SECONDS
+    left = f"{duration(progress.get('remaining'))} left" if settled else "time left: estimating…"
     return min(1.0, progress["progress"]), (
         f"{status} epoch {progress['epoch']} of {record.config.epochs} · "
-        f"{progress.get('images_per_second', 0):,.0f} images per second · {duration(progress.get('remaining'))} left")
+        f"{progress.get('images_per_second', 0):,.0f} images per second · {left}")
 
 
 def live_curves_ui(service: LocalTrainer, who: Visitor, run_id: str, epochs: int) -> None:
@@ -303,8 +346,7 @@ def live_curves_ui(service: LocalTrainer, who: Visitor, run_id: str, epochs: int
     live.refresh()
     if not live.batches():
         return
-    st.plotly_chart(live.figure(epochs), key="live_curves", width="stretch", theme=None,
-                    config=NO_TOOLBAR)
+    curves_ui(live.figures(epochs), "live_curves")
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -320,8 +362,7 @@ def ended_without_model_ui(record: RunRecord) -> None:
     batches = live.batches()
     if batches:
         trained = batches[-1]["progress"] * record.config.epochs
-        st.plotly_chart(live.figure(record.config.epochs, x_max=max(trained, 1)), key=f"curves_{record.run_id}",
-                        width="stretch", theme=None, config=NO_TOOLBAR)
+        curves_ui(live.figures(record.config.epochs, x_max=max(trained, 1)), f"curves_{record.run_id}")
 
 
 def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -> None:
@@ -333,18 +374,20 @@ def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -
     pinned = {record.run_id for record in records if record.pinned}
     ids = list(runs)
     labels = {run_id: ("📌 " if run_id in pinned else "") + runs[run_id].label for run_id in ids}
+    if st.session_state.get("saved_run_for") != current:
+        # A new run on screen: the list starts at it, not at whatever this page picked before.
+        st.session_state.saved_run_for = current
+        st.session_state.pop("saved_run", None)
     chosen = st.selectbox("Saved runs, newest first", ids, format_func=labels.get, key="saved_run",
                           index=ids.index(current) if current in ids else 0)
     run = runs[chosen]
     open_button, download = st.columns(2)
     if open_button.button("Open this run", key="open_run", disabled=chosen == current, width="stretch"):
         show_run(chosen)
-        st.session_state.pop("inspected", None)
         st.rerun()
     download.download_button("Download its model (.keras)", data=run.model_path.read_bytes, key="download_model",
                              file_name=f"cifar-convnet-{chosen}.keras", mime="application/octet-stream", width="stretch")
-    config = run.metrics.get("config", {})
-    st.caption(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in config.items()))
+    st.caption(f"{'This is the run on screen. ' if chosen == current else ''}{run.settings_text}.")
     pin, delete = st.columns(2)
     is_pinned = chosen in pinned
     if pin.button("Unpin" if is_pinned else "Pin (never pruned)", key="pin_run", width="stretch"):
@@ -365,6 +408,13 @@ def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -
     st.caption(f"The newest {service.runs_kept} runs are kept, and pinned ones; older runs are deleted.")
 
 
+def standing_in_ui(tested: SavedRun) -> None:
+    accuracy = tested.metrics.get("test_accuracy")
+    scored = f", {accuracy:.1%} on the test set" if isinstance(accuracy, (int, float)) else ""
+    st.info(f"The run on screen is not finished yet, so this tab uses the last finished run: **{tested.title}** "
+            f"({tested.epochs_text}{scored}).")
+
+
 def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[list[str]]]:
     if run is None:
         return None, None
@@ -382,32 +432,33 @@ def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[li
 def main() -> None:
     st.set_page_config(page_title="Watch a ConvNet learn", page_icon="🧠", layout="wide")
     # Less empty space above the title, so the live curves fit a 1280x720 projector without scrolling.
-    st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
+    # Smaller metric figures too: the results' curves then fit on the first screen as well.
+    st.html("<style>[data-testid='stMainBlockContainer']{padding-top:3.25rem}"
+            "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
     service = trainer()
     who = visitor_ui()
     config = run_setup_ui()
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
-    running, queued, _ = board().snapshot()
+    running, queued, speed = board().snapshot()
     target = stop_target(record, running)
-    train, stop = controls_ui(target, busy=bool(running or queued))
+    train, stop = controls_ui(target, bool(running or queued), config, speed)
     if stop and target is not None:
         stop_run(service, target, who)
     if train:
         submit_run(service, config, who)
-    st.markdown("## Watch a ConvNet learn")
-    with st.expander("What is this network?"):
-        st.markdown("The classic Keras CIFAR-10 ConvNet: a 3×3 convolution layer with 32 filters looks at every "
-                    "patch of the 32×32 picture, max pooling halves the picture, a 512-unit dense layer combines "
-                    "everything, and a softmax gives a probability for each of the 10 classes. Dropout switches "
-                    "units off at random while training so the network cannot memorise the training pictures. "
-                    "Set it up on the left, press **Train**, and watch it learn.")
+    st.markdown("### Watch a ConvNet learn")
+    if run_id is None:  # a first visit: what the network is, open, before anything else
+        with st.expander("What is this network?", expanded=True), shown_as_error("showing the network"):
+            network_ui()
     run = open_run(RUNS_DIR, run_id) if run_id else None
     watching = record is not None and record.active
     st.fragment(activity_ui, run_every=STATUS_SECONDS if watching else IDLE_SECONDS)(
         service, who, run_id, record.state if record else None)
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
+    elif st.session_state.get("showing_latest") and run is not None and record is not None and record.state in SAVED:
+        st.info("Nothing is training now, so this is the latest saved run. Press **Train** to start a new one.")
     elif record is None and run is None:
         st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
                    "**Train**, or open a saved run.")
@@ -415,22 +466,31 @@ def main() -> None:
         st.fragment(live_curves_ui, run_every=CURVES_SECONDS)(service, who, record.run_id, record.config.epochs)
     elif record is not None and record.state not in SAVED and record.state != "queued":
         ended_without_model_ui(record)
-    model, class_names = run_model(run)
+    # While this run trains (or waits), the class keeps testing the last model that finished.
+    tested = run if run is not None else latest_saved_run(service, besides=run_id) if watching else None
+    model, class_names = run_model(tested)
     results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"])
     with results, shown_as_error("showing the results"):
         if run is not None:
             results_ui(run)
         else:
-            st.info("The test results appear here when a run finishes or is stopped.")
+            st.info("The test results appear here when this run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):
-        if run is not None and model is not None:
-            gallery_ui(test_split, run, model)
+        if tested is not run and tested is not None:
+            standing_in_ui(tested)
+        if tested is not None and model is not None:
+            gallery_ui(test_split, tested, model)
         else:
             st.info("Train a model or open a saved run to test it on the test images.")
     with pictures, shown_as_error("classifying your pictures"):
+        if tested is not run and tested is not None:
+            standing_in_ui(tested)
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
         saved_runs_ui(service, run_id, who)
+    if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
+        with st.expander("What is this network?"), shown_as_error("showing the network"):
+            network_ui()
 
 
 if __name__ == "__main__":

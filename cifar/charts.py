@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 FONT = dict(size=15)  # readable from the back of a classroom
@@ -35,9 +34,20 @@ def thinned(count: int, limit: int = MAX_POINTS) -> list[int]:
     return indices
 
 
+CURVE_TITLES = {"loss": "Loss (lower is better)", "accuracy": "Accuracy (higher is better)"}
+
+
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
-                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> go.Figure:
-    """Loss and accuracy against epochs: every few batches (raw, faint, and smoothed) and per epoch.
+                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> tuple[go.Figure, go.Figure]:
+    """Loss and accuracy against epochs, as two figures: side by side on a projector, one above
+    the other on a phone, each with its own title (app.py puts them in columns)."""
+    return (learning_curve("loss", batches, history, epochs, x_max, max_points, lean),
+            learning_curve("accuracy", batches, history, epochs, x_max, max_points, lean))
+
+
+def learning_curve(key: str, batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
+                   x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> go.Figure:
+    """One metric against epochs: every few batches (raw, faint, and smoothed) and per epoch.
 
     The x axis spans x_max epochs: all planned epochs while training, so the curve's progress
     shows; only those trained for a finished or stopped run, so it fills the chart. A lean
@@ -45,47 +55,48 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
     float32 and no template: about a quarter of the bytes.
     """
     x_max = x_max or max(1, epochs)
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
-                           horizontal_spacing=0.1)
-    # Smoothing runs over every point; the chart gets at most MAX_POINTS of them, which is all a
+    figure = go.Figure()
+    # Smoothing runs over every point; the chart gets at most max_points of them, which is all a
     # screen can show and keeps each live update small for a classroom of viewers.
     shown = thinned(len(batches), max_points)
     as_values = (lambda values: np.asarray(values, np.float32)) if lean else list
     x = as_values([batches[i]["progress"] * epochs for i in shown])
-    for column, key in ((1, "loss"), (2, "accuracy")):
-        every = [batch[key] for batch in batches]
-        every_smoothed = smoothed(every)
-        raw, smooth = as_values([every[i] for i in shown]), as_values([every_smoothed[i] for i in shown])
-        figure.add_trace(go.Scatter(x=x, y=raw, mode="lines", line=dict(color=TRAIN_COLOUR, width=1), opacity=0.25,
-                                    name="training, every few batches", legendgroup="raw", showlegend=column == 1,
-                                    hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>batches</extra>"), row=1, col=column)
-        figure.add_trace(go.Scatter(x=x, y=smooth, mode="lines", line=dict(color=TRAIN_COLOUR, width=2.5),
-                                    name="training, smoothed", legendgroup="smooth", showlegend=column == 1,
-                                    hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>smoothed</extra>"), row=1, col=column)
-        epochs_done = [entry["epoch"] for entry in history]
-        figure.add_trace(go.Scatter(x=epochs_done, y=[entry[key] for entry in history], mode="markers+lines",
-                                    marker=dict(size=9, color=TRAIN_COLOUR, symbol="circle"), line=dict(dash="dot"),
-                                    name="training, per epoch", legendgroup="train", showlegend=column == 1,
-                                    hovertemplate="epoch %{x}<br>%{y:.3f}<extra>train</extra>"), row=1, col=column)
-        validated = [entry for entry in history if f"val_{key}" in entry]
-        if validated:
-            figure.add_trace(go.Scatter(x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
-                                        mode="markers+lines", marker=dict(size=9, color=VALIDATION_COLOUR, symbol="diamond"),
-                                        line=dict(color=VALIDATION_COLOUR, width=2.5), name="validation (test set), per epoch",
-                                        legendgroup="val", showlegend=column == 1,
-                                        hovertemplate="epoch %{x}<br>%{y:.3f}<extra>validation</extra>"), row=1, col=column)
-        figure.update_xaxes(title_text="epoch", range=[0, x_max * 1.02], row=1, col=column)
-    figure.update_yaxes(rangemode="tozero", row=1, col=1)
-    figure.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
-    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision="curves",
+    every = [batch[key] for batch in batches]
+    every_smoothed = smoothed(every)
+    raw, smooth = as_values([every[i] for i in shown]), as_values([every_smoothed[i] for i in shown])
+    figure.add_trace(go.Scatter(x=x, y=raw, mode="lines", line=dict(color=TRAIN_COLOUR, width=1), opacity=0.25,
+                                name="training batches",
+                                hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>batches</extra>"))
+    figure.add_trace(go.Scatter(x=x, y=smooth, mode="lines", line=dict(color=TRAIN_COLOUR, width=2.5),
+                                name="smoothed", hovertemplate="epoch %{x:.2f}<br>%{y:.3f}<extra>smoothed</extra>"))
+    figure.add_trace(go.Scatter(x=[entry["epoch"] for entry in history], y=[entry[key] for entry in history],
+                                mode="markers+lines", marker=dict(size=9, color=TRAIN_COLOUR, symbol="circle"),
+                                line=dict(dash="dot"), name="training epochs",
+                                hovertemplate="epoch %{x}<br>%{y:.3f}<extra>train</extra>"))
+    validated = [entry for entry in history if f"val_{key}" in entry]
+    if validated:
+        figure.add_trace(go.Scatter(x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
+                                    mode="markers+lines", marker=dict(size=9, color=VALIDATION_COLOUR, symbol="diamond"),
+                                    line=dict(color=VALIDATION_COLOUR, width=2.5), name="validation (test set)",
+                                    hovertemplate="epoch %{x}<br>%{y:.3f}<extra>validation</extra>"))
+    figure.update_xaxes(title_text="epoch", range=[0, x_max * 1.02])
+    if key == "accuracy":
+        figure.update_yaxes(range=[0, 1], tickformat=".0%")
+    else:
+        figure.update_yaxes(rangemode="tozero")
+    figure.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision=f"curve-{key}",
+                         title=dict(text=CURVE_TITLES[key], x=0, xanchor="left", y=0.98),
                          template="none" if lean else TEMPLATE, plot_bgcolor="white", paper_bgcolor="white",
-                         legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="x unified")
+                         # Two entries to a row, below the axis title.
+                         legend=dict(orientation="h", yanchor="top", y=-0.3, x=0, font=dict(size=13),
+                                     entrywidth=0.5, entrywidthmode="fraction"),
+                         hovermode="x unified")
     if lean:
         # What the template would set: room for the tick labels, and the legend clear of the axis titles.
         grid = dict(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR, automargin=True)
         figure.update_xaxes(**grid, title_standoff=6)
         figure.update_yaxes(**grid)
-        figure.update_layout(legend_y=-0.24)
+        figure.update_layout(legend_y=-0.34)
     return figure
 
 
@@ -95,12 +106,14 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) ->
     figure = go.Figure(go.Heatmap(
         z=row_share, x=class_names, y=class_names, colorscale="Blues", zmin=0, zmax=1, customdata=counts,
         text=counts if len(class_names) <= 20 else None, texttemplate="%{text}" if len(class_names) <= 20 else None,
+        textfont=dict(size=16), showscale=False,  # the numbers say it; a colour bar's title overlapped the cells
         hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of the %{y}s)<extra></extra>",
-        colorbar=dict(title="share of row", tickformat=".0%"),
     ))
+    # Every class named on both axes, even on a phone, where Plotly would otherwise skip every other one.
+    ticks = dict(tickmode="array", tickvals=class_names, ticktext=class_names, tickfont=dict(size=13))
     figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
-                         xaxis=dict(title="predicted class", side="bottom"),
-                         yaxis=dict(title="true class", autorange="reversed"))
+                         xaxis=dict(title="predicted class", side="bottom", tickangle=-45, **ticks),
+                         yaxis=dict(title="true class", autorange="reversed", **ticks))
     return figure
 
 

@@ -61,9 +61,24 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Optional["TrainConfig"]:
+        """The config a run's metrics recorded, or None if they hold none that is valid. Keys this
+        version does not know (or no longer knows) are left out, so old runs still read."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        try:
+            return cls(**{key: value for key, value in values.items() if key in known})
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def preset(self) -> Optional[str]:
+        """The preset these settings are, if they are one."""
+        return next((name for name, preset in PRESETS.items() if preset == self), None)
+
     def in_words(self) -> str:
         """The settings as a line a class can read: "Quick demo: 1 epoch, Adam at 0.0007, ..."."""
-        preset = next((name for name, preset in PRESETS.items() if preset == self), None)
+        preset = self.preset
         images = "all training images" if self.train_size is None else f"{self.train_size:,} training images"
         words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
                  f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")

@@ -24,6 +24,8 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"  # as in Keras
 DOWNLOAD_TIMEOUT_SECONDS = 15  # a slow server still answers; an offline machine fails fast
 DOWNLOAD_CHUNK_BYTES = 1 << 20  # ~170 progress reports for the real 170 MB archive
+# The ten classes, in the order of their labels, as the dataset's batches.meta names them.
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 Progress = Callable[[dict], None]
 

@@ -24,18 +24,41 @@ def _enlarge(images: np.ndarray, factor: int) -> np.ndarray:
     return images.repeat(factor, axis=1).repeat(factor, axis=2)  # nearest neighbour: every weight/pixel shows
 
 
-def conv_filters(kernel: np.ndarray, scale: int = 12) -> np.ndarray:
-    """The conv layer's filters (kernel (3, 3, 3 input channels, filters)), each stretched to the full colour range, as one grid."""
-    filters = np.moveaxis(np.asarray(kernel), -1, 0)  # (filters, 3, 3, 3)
+def filter_colours(kernel: np.ndarray) -> np.ndarray:
+    """The conv layer's filters (kernel (3, 3, 3 input channels, filters)) as (filters, 3, 3, 3)
+    uint8 pictures, each stretched to the full colour range."""
+    filters = np.moveaxis(np.asarray(kernel), -1, 0)
     low = filters.min(axis=(1, 2, 3), keepdims=True)
     high = filters.max(axis=(1, 2, 3), keepdims=True)
-    colours = ((filters - low) / np.maximum(high - low, 1e-12) * 255).round().astype(np.uint8)
-    return tile(_enlarge(colours, scale), columns=8, gap=3)
+    return ((filters - low) / np.maximum(high - low, 1e-12) * 255).round().astype(np.uint8)
+
+
+def map_brightness(activations: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+    """Activation maps ((32, 32, filters), after ReLU) as (filters, 32, 32) uint8 greys, each
+    scaled to its own peak, so a weak filter's map shows as well as a strong one's. A gamma
+    below 1 brightens weak responses within a map as well (0.5: brightness is the square root)."""
+    maps = np.moveaxis(np.asarray(activations, np.float64), -1, 0)
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return ((maps / np.maximum(peak, 1e-12)) ** gamma * 255).round().astype(np.uint8)
+
+
+def conv_filters(kernel: np.ndarray, scale: int = 12) -> np.ndarray:
+    """The conv layer's filters, each stretched to the full colour range, as one grid."""
+    return tile(_enlarge(filter_colours(kernel), scale), columns=8, gap=3)
 
 
 def feature_maps(activations: np.ndarray, scale: int = 3) -> np.ndarray:
-    """What each filter responds to in one picture: its activation maps ((32, 32, filters), after ReLU), bright = strong."""
-    maps = np.moveaxis(np.asarray(activations), -1, 0)  # (filters, 32, 32)
-    peak = maps.max(axis=(1, 2), keepdims=True)
-    grey = (maps / np.maximum(peak, 1e-12) * 255).round().astype(np.uint8)
-    return tile(_enlarge(grey[..., None].repeat(3, axis=-1), scale), columns=8, gap=3)
+    """What each filter responds to in one picture, bright = strong, as one grid."""
+    return tile(_enlarge(map_brightness(activations)[..., None].repeat(3, axis=-1), scale), columns=8, gap=3)
+
+
+def filters_above_maps(kernel: np.ndarray, activations: np.ndarray, columns: int = 8, gamma: float = 0.5) -> np.ndarray:
+    """Each filter directly above its map in this picture, so the eye links the two: filters
+    enlarged 21 times (63 px), maps twice (64 px), pairs laid out `columns` to a row."""
+    filters = _enlarge(filter_colours(kernel), 21)
+    maps = _enlarge(map_brightness(activations, gamma)[..., None].repeat(3, axis=-1), 2)
+    count, map_size = len(maps), maps.shape[1]
+    pairs = np.full((count, filters.shape[1] + 3 + map_size, map_size, 3), 255, np.uint8)
+    pairs[:, : filters.shape[1], : filters.shape[2]] = filters
+    pairs[:, filters.shape[1] + 3 :] = maps
+    return tile(pairs, columns=columns, gap=8)

@@ -1,8 +1,8 @@
 """A training run as its watchers see it: the curve events read from the store as they arrive,
-and the live figure built from them, both shared by every page watching the run.
+and the live figures built from them, both shared by every page watching the run.
 
 A classroom of 30 pages polling one run costs one read of the new events and one figure build
-per change, not thirty: each page then sends the same small, thinned figure.
+per change, not thirty: each page then sends the same small, thinned figures.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cifar.runstore import Event, RunRecord, RunStore
 
 LIVE_POINTS = 150  # curve points in the live figure: enough for a projector, small for 30 phones
 READ_SECONDS = 0.5  # pages polling within this of the last read share it
-BUILD_SECONDS = 5.0  # the live figure is rebuilt at most this often: once per redraw of the pages
+BUILD_SECONDS = 2.0  # the live figures are rebuilt at most this often, so a page redrawing every 5 s is at most 2 s behind
 
 
 class LiveRun:
@@ -24,7 +24,7 @@ class LiveRun:
         self.events: list[Event] = []
         self.seq = 0
         self._read_at = 0.0
-        self._figure: Optional[Any] = None
+        self._figures: Optional[Any] = None
         self._figure_seq = -1
         self._built_at = 0.0
         self._lock = threading.Lock()
@@ -45,15 +45,15 @@ class LiveRun:
     def history(self) -> list[Event]:
         return [event for event in self.events if event["event"] == "epoch"]
 
-    def figure(self, epochs: int, x_max: Optional[float] = None) -> Any:
-        """The live learning curves, rebuilt when new points came and the last build is BUILD_SECONDS old."""
+    def figures(self, epochs: int, x_max: Optional[float] = None) -> Any:
+        """The live learning curves (loss, accuracy), rebuilt when new points came and the last build is BUILD_SECONDS old."""
         with self._lock:
             stale = self._figure_seq != self.seq and time.monotonic() - self._built_at >= BUILD_SECONDS
-            if self._figure is None or stale or x_max is not None:
-                self._figure = charts.learning_curves(self.batches(), self.history(), epochs, x_max=x_max,
+            if self._figures is None or stale or x_max is not None:
+                self._figures = charts.learning_curves(self.batches(), self.history(), epochs, x_max=x_max,
                                                       max_points=LIVE_POINTS, lean=True)
                 self._figure_seq, self._built_at = self.seq, time.monotonic()
-            return self._figure
+            return self._figures
 
 
 class Board:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -32,14 +32,15 @@ def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: 
     return probabilities
 
 
-def pick_test_images(labels: np.ndarray, predicted: np.ndarray, show: Literal["all", "class", "mistakes"],
-                     class_index: int = 0, count: int = 24, seed: int = 0) -> tuple[int, np.ndarray]:
-    """Up to `count` random test-image indices among those matching `show` (every image, one true
-    class, or the ones the model got wrong), and how many match in all."""
-    matching = np.arange(len(labels))
-    if show == "class":
-        matching = matching[labels == class_index]
-    elif show == "mistakes":
-        matching = matching[predicted != labels]
+def pick_test_images(labels: np.ndarray, predicted: np.ndarray, class_index: Optional[int] = None,
+                     mistakes_only: bool = False, count: int = 24, seed: int = 0) -> tuple[int, np.ndarray]:
+    """Up to `count` random test-image indices among those matching: of one true class (or any),
+    and only the ones the model got wrong (or all); and how many match in all."""
+    keep = np.ones(len(labels), bool)
+    if class_index is not None:
+        keep &= labels == class_index
+    if mistakes_only:
+        keep &= predicted != labels
+    matching = np.flatnonzero(keep)
     picked = np.random.default_rng(seed).choice(matching, size=min(count, len(matching)), replace=False)
     return len(matching), picked

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from cifar.backend import keras_module
+from cifar.config import TrainConfig
 
 if TYPE_CHECKING:
     import keras
@@ -99,12 +100,49 @@ class SavedRun:
         return self.folder / MODEL_FILE
 
     @property
+    def config(self) -> Optional[TrainConfig]:
+        return TrainConfig.from_dict(self.metrics.get("config", {}))
+
+    @property
+    def epochs_trained(self) -> float:
+        """Epochs trained, counting a partial one: 1.6 for a run stopped in its second epoch."""
+        batches = self.metrics.get("batches", [])
+        planned = self.metrics.get("config", {}).get("epochs", 0)
+        completed = len(self.metrics.get("history", []))
+        if batches and planned:
+            return max(float(completed), batches[-1]["progress"] * planned)
+        return float(completed)
+
+    @property
+    def epochs_text(self) -> str:
+        """ "4 epochs", or "1.6 of 4 epochs" for a run that ended early."""
+        planned = self.metrics.get("config", {}).get("epochs")
+        trained = self.epochs_trained
+        if planned and trained < planned - 1e-6:
+            return f"{trained:.1f} of {planned} epochs"
+        count = planned or round(trained)
+        return f"{count} epoch{'s' if count != 1 else ''}"
+
+    @property
+    def title(self) -> str:
+        """ "Quick demo, 2 Dec 00:43": the run's preset (or "Custom run") and when it started."""
+        config = self.config
+        moment = time.localtime(self.metrics.get("created", 0))
+        created = f"{moment.tm_mday} {time.strftime('%b %H:%M', moment)}"
+        return f"{(config.preset if config else None) or 'Custom run'}, {created}"
+
+    @property
     def label(self) -> str:
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.metrics.get("created", 0)))
         accuracy = self.metrics.get("test_accuracy")
         shown = f"{accuracy:.1%}" if isinstance(accuracy, (int, float)) else "not tested"
-        epochs = len(self.metrics.get("history", []))
-        return f"{created} · {epochs} epoch{'s' if epochs != 1 else ''} · test accuracy {shown} · {self.metrics.get('status', '')}"
+        status = self.metrics.get("status", "")
+        return f"{self.title} · {self.epochs_text} · test accuracy {shown}" + (f" · {status}" if status != "finished" else "")
+
+    @property
+    def settings_text(self) -> str:
+        """The settings in words, as the sidebar would set them."""
+        config = self.config
+        return config.in_words() if config else "settings not recorded"
 
 
 def valid_run_id(run_id: str) -> bool:

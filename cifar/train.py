@@ -6,7 +6,8 @@ events, so what the app draws is exactly what the CLI prints:
 - ``{"event": "start", "epochs", "steps_per_epoch", "train_size", "config"}``
 - ``{"event": "batch", "epoch", "step", "steps_per_epoch", "loss", "accuracy", "images", "images_done",
   "epoch_loss", "epoch_accuracy", "images_per_second", "elapsed", "remaining", "progress"}`` every few
-  batches; ``loss`` and ``accuracy`` cover just the ``images`` since the previous event, ``epoch_*`` the
+  batches; ``loss`` and ``accuracy`` cover just the ``images`` since the previous event (an epoch's
+  short last batch always comes with the steps before it), ``epoch_*`` the
   epoch so far, ``images_done`` the whole run so far
 - ``{"event": "epoch", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", ...}``
 - ``{"event": "end", "status": "finished" | "stopped" | "diverged", "reason"}``
@@ -186,12 +187,19 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
               "train_size": len(x_train), "config": config.to_dict()})
     progress = _Progress(on_event, config.epochs, steps_per_epoch, len(x_train))
     status, reason, history = "finished", "", []
+    # An epoch whose images do not fill its last batch ends with a short one: a dozen pictures,
+    # whose accuracy alone would draw a spike at every epoch boundary. It is reported together
+    # with the chunk of steps before it instead.
+    short_last_batch = len(x_train) % config.batch_size != 0
     for epoch in range(1, config.epochs + 1):
         step, images_in_epoch, loss_sum, correct = 0, 0, 0.0, 0.0
+        held: Optional[tuple[float, float, int]] = None
         chunk_started = time.perf_counter()
         groups = batch_groups(x_train, y_train, config.batch_size, config.seed, epoch - 1, config.flip, mask_rates)
         for group in prefetched(groups):
             if stop.is_set():
+                if held is not None:
+                    progress.batch(epoch, step, images_in_epoch, held, (loss_sum, correct))
                 status, reason = "stopped", f"Stopped by request in epoch {epoch}, step {step}."
                 break
             chunk_loss, chunk_correct = steps.run(*group)
@@ -208,7 +216,13 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
                 reason = (f"The loss became {chunk_loss / images} in epoch {epoch}, step {step}: training diverged. "
                           "Try a lower learning rate.")
                 break
-            progress.batch(epoch, step, images_in_epoch, (chunk_loss, chunk_correct, images), (loss_sum, correct))
+            chunk = (chunk_loss, chunk_correct, images)
+            if held is not None:
+                chunk, held = (held[0] + chunk_loss, held[1] + chunk_correct, held[2] + images), None
+            if short_last_batch and step == steps_per_epoch - 1:
+                held = chunk  # the short batch comes next, alone
+            else:
+                progress.batch(epoch, step, images_in_epoch, chunk, (loss_sum, correct))
             chunk_started = time.perf_counter()
         if status != "finished":
             break  # an interrupted epoch is not a data point of the per-epoch curves

@@ -11,7 +11,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from cifar.config import PRESETS, SEED_RECIPE
+from cifar.config import PRESETS, QUICK_DEMO
 from cifar.store import list_runs
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -55,13 +55,14 @@ def quick_settings(at: AppTest, epochs: int = 3) -> None:
     at.run()
 
 
-def test_controls_start_at_the_seed_recipe_and_presets_fill_them(runs_dir):
-    at = new_app()
+def test_controls_start_at_the_quick_demo_and_presets_fill_them(runs_dir):
+    at = new_app()  # the first run is one click and short: the Quick demo's single epoch
     assert not at.exception
-    assert at.slider(key="epochs").value == SEED_RECIPE.epochs == 20
+    assert at.radio(key="preset").value == "Quick demo"
+    assert at.slider(key="epochs").value == QUICK_DEMO.epochs == 1
     assert at.slider(key="conv_dropout").value == 0.2 and at.slider(key="dense_dropout").value == 0.5
-    assert at.number_input(key="learning_rate").value == 0.01
-    assert at.selectbox(key="batch_size").value == 32
+    assert at.number_input(key="learning_rate").value == QUICK_DEMO.learning_rate
+    assert at.selectbox(key="batch_size").value == 64
     assert at.number_input(key="train_size").value == 50_000 and at.number_input(key="seed").value == 0
     assert at.button(key="stop").disabled
     for name, preset in PRESETS.items():
@@ -102,16 +103,21 @@ def test_pick_a_test_image_and_see_its_probabilities(runs_dir):
     captions = [caption for image in at.get("image") for caption in image.captions]
     assert any(caption.startswith("Test image") for caption in captions)
     assert len(at.get("plotly_chart")) >= 4  # curves, confusion, per class, and the inspected image's probabilities
-    at.radio(key="gallery_mode").set_value("One class").run()
     at.selectbox(key="gallery_class").set_value("ship").run()
-    captions = [c.value for c in at.caption if "true:" in c.value]
-    assert captions and all(c.endswith("true: ship") for c in captions)
-    at.radio(key="gallery_mode").set_value("Only mistakes").run()
-    captions = [c.value for c in at.caption if "true:" in c.value]
-    if captions:
-        assert all(c.startswith("❌") for c in captions)
-    else:  # a model that is right on every test image has no mistakes to show, and says so
+    tiles = tile_captions(at)
+    assert tiles and all("✓ ship" in tile or "true: ship" in tile for tile in tiles)
+    # Right and wrong in colour and in words, never in emoji alone.
+    assert all(tile.startswith((":green[**✓", ":red[**✗")) and "❌" not in tile and "✅" not in tile for tile in tiles)
+    at.checkbox(key="gallery_mistakes").check().run()  # one class and only its mistakes, together
+    tiles = tile_captions(at)
+    if tiles:
+        assert all(tile.startswith(":red[**✗") and tile.endswith(":red[true: ship]") for tile in tiles)
+    else:  # a model that is right on every ship has no mistakes to show, and says so
         assert any("no mistakes at all" in info.value for info in at.info)
+
+
+def tile_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith((":green[**✓", ":red[**✗"))]
 
 
 def png_bytes(colour) -> bytes:
@@ -137,7 +143,7 @@ def test_upload_good_and_bad_files(runs_dir):
     captions = [caption for image in at.get("image") for caption in image.captions]
     assert captions.count("What the network sees: 32×32 pixels") == 2
     assert "Your picture (120×80)" in captions
-    charts_without_uploads = 3  # curves, confusion matrix, per-class accuracy
+    charts_without_uploads = 4  # loss and accuracy curves, confusion matrix, per-class accuracy
     assert len(at.get("plotly_chart")) == charts_without_uploads + 2  # one probability chart per good picture
 
 
@@ -153,11 +159,12 @@ def test_a_saved_run_reopens_from_the_list_and_from_the_url(runs_dir):
     quick_settings(at, epochs=1)
     train_to_the_end(at)
     run_id = list_runs(runs_dir)[0].run_id
-    visitor = new_app()  # someone else, later: sees the run in the saved list and opens it
-    assert visitor.selectbox(key="saved_run").value == run_id
-    visitor.button(key="open_run").click().run()
+    visitor = new_app()  # someone else, later, with no link: sees the latest saved run, and is told so
     assert not visitor.exception
+    assert any("this is the latest saved run" in info.value for info in visitor.info)
     assert any(m.label == "Test accuracy" for m in visitor.metric)
+    assert visitor.selectbox(key="saved_run").value == run_id
+    assert visitor.button(key="open_run").disabled  # it is on screen already
     link = AppTest.from_file(APP, default_timeout=60)
     link.query_params["run"] = run_id
     link.run()
@@ -299,7 +306,7 @@ def test_a_link_to_a_run_cut_short_by_a_crash_says_it_was_interrupted_and_keeps_
     assert not link.exception
     assert any(w.value.startswith("Interrupted") for w in link.warning), page_text(link)
     curves = link.get("plotly_chart")
-    assert len(curves) == 1
+    assert [chart.key.rsplit("_", 1)[1] for chart in curves] == ["loss", "accuracy"]
     assert store.get(run_id).state == "interrupted"
     unknown = AppTest.from_file(APP, default_timeout=60)
     unknown.query_params["run"] = "20200101-000000-000000"

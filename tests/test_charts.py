@@ -25,13 +25,15 @@ def test_thinning_keeps_the_newest_point_and_a_bounded_count():
 def test_learning_curves_plot_every_epoch_and_reach_the_latest_batch():
     batches = [{"progress": (i + 1) / 3000, "loss": 2 - i / 3000, "accuracy": i / 3000} for i in range(3000)]
     history = [{"epoch": 1, "loss": 1.5, "accuracy": 0.4, "val_loss": 1.6, "val_accuracy": 0.38}]
-    figure = charts.learning_curves(batches, history, epochs=2)
-    traces = {(trace.name, trace.xaxis): trace for trace in figure.data}
-    raw_loss = traces[("training, every few batches", "x")]
+    loss, accuracy = charts.learning_curves(batches, history, epochs=2)
+    assert loss.layout.title.text.startswith("Loss") and accuracy.layout.title.text.startswith("Accuracy")
+    traces = {trace.name: trace for trace in loss.data}
+    raw_loss = traces["training batches"]
     assert len(raw_loss.x) <= charts.MAX_POINTS + 2 and raw_loss.x[-1] == pytest.approx(2.0)
     assert raw_loss.y[-1] == pytest.approx(batches[-1]["loss"])
-    validation = traces[("validation (test set), per epoch", "x2")]
+    validation = {trace.name: trace for trace in accuracy.data}["validation (test set)"]
     assert list(validation.y) == [0.38]
+    figure = accuracy
     assert figure.layout.xaxis.range[1] == pytest.approx(2 * 1.02)
 
 

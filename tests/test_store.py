@@ -106,12 +106,16 @@ def test_predict_accepts_one_image_or_a_batch(model):
 def test_the_gallery_picks_distinct_images_that_match_what_it_shows():
     labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     predicted = np.array([0, 1, 0, 0, 2, 2, 0, 1, 1, 0])  # wrong at 2, 4 and 8
-    assert pick_test_images(labels, predicted, "mistakes", count=24)[0] == 3
-    assert sorted(pick_test_images(labels, predicted, "mistakes", count=24)[1]) == [2, 4, 8]
-    matching, picked = pick_test_images(labels, predicted, "class", class_index=0, count=2, seed=5)
+    assert pick_test_images(labels, predicted, mistakes_only=True, count=24)[0] == 3
+    assert sorted(pick_test_images(labels, predicted, mistakes_only=True, count=24)[1]) == [2, 4, 8]
+    matching, picked = pick_test_images(labels, predicted, class_index=0, count=2, seed=5)
     assert matching == 4 and len(set(picked)) == 2 and all(labels[picked] == 0)
-    matching, picked = pick_test_images(labels, predicted, "all", count=6, seed=5)
+    matching, picked = pick_test_images(labels, predicted, count=6, seed=5)
     assert matching == 10 and len(set(picked)) == 6
-    assert list(pick_test_images(labels, predicted, "all", count=6, seed=5)[1]) == list(picked)  # a seed, one pick
-    assert pick_test_images(labels, labels, "mistakes")[0] == 0
+    assert list(pick_test_images(labels, predicted, count=6, seed=5)[1]) == list(picked)  # a seed, one pick
+    assert pick_test_images(labels, labels, mistakes_only=True)[0] == 0
+    # One class and only its mistakes, together: the true ones that the model got wrong.
+    matching, picked = pick_test_images(labels, predicted, class_index=2, mistakes_only=True, count=24)
+    assert matching == 2 and sorted(picked) == [2, 8]
+    assert pick_test_images(labels, predicted, class_index=0, mistakes_only=True)[0] == 0
 

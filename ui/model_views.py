@@ -13,6 +13,7 @@ from PIL import Image
 
 from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
+from cifar.data import CIFAR10_CLASSES
 from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
 from cifar.store import SavedRun
 
@@ -33,25 +34,36 @@ def duration(seconds: Optional[float]) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def curves_ui(figures: tuple[object, object], key: str) -> None:
+    """Loss and accuracy side by side; on a phone Streamlit stacks the columns, one chart above the other."""
+    for column, figure, metric in zip(st.columns(2), figures, ("loss", "accuracy")):
+        column.plotly_chart(figure, key=f"{key}_{metric}", width="stretch", theme=None, config=NO_TOOLBAR)
+
+
+def run_heading(run: SavedRun) -> None:
+    """Which run this is, in words: the results and the tests below it are this run's."""
+    st.markdown(f"#### {run.title} · {run.epochs_text}")
+    st.caption(f"{run.settings_text}. Run {run.run_id}.")
+
+
 def results_ui(run: SavedRun) -> None:
     metrics = run.metrics
+    run_heading(run)
     status, reason = metrics.get("status"), metrics.get("reason", "")
+    # A finished run needs no box (the heading says how many epochs): the curves then fit a projector's first screen.
     if status == "stopped":
         st.info(f"{reason} The model of the last completed step was tested and saved.")
     elif status == "diverged":
         st.warning(reason)
-    else:
-        st.success(reason)
-    loss, accuracy, speed, took = st.columns(4)
-    loss.metric("Test loss", f"{metrics['test_loss']:.4f}")
-    accuracy.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
-    speed.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}")
-    took.metric("Training time", duration(metrics.get("train_seconds")))
+    # A row that wraps: four across on a projector, two by two on a phone instead of a screenful.
+    with st.container(horizontal=True, gap="medium"):
+        st.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}", width=150)
+        st.metric("Test loss", f"{metrics['test_loss']:.4f}", width=150)
+        st.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}", width=150)
+        st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
-    trained = max([len(history)] + [batch["progress"] * epochs for batch in batches[-1:]])
-    st.plotly_chart(charts.learning_curves(batches, history, epochs, x_max=max(trained, 1)),
-                    key=f"curves_{run.run_id}", width="stretch", theme=None, config=NO_TOOLBAR)
+    curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1)), f"curves_{run.run_id}")
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
@@ -77,6 +89,10 @@ def test_set_probabilities(run: SavedRun, model: PageModel, x_test: np.ndarray) 
     return model.probabilities(x_test)
 
 
+ALL_CLASSES = "All classes"
+TILE_WIDTH = 104  # px: three tiles side by side on a 390 px phone, eight or more on a projector
+
+
 def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]], run: SavedRun, model: PageModel) -> None:
     from cifar.predict import pick_test_images
 
@@ -86,52 +102,68 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
     predicted = probabilities.argmax(axis=1)
-    show, pick_class, shuffle = st.columns([2, 2, 1], vertical_alignment="bottom")
-    mode = show.radio("Show", ["Random", "One class", "Only mistakes"], horizontal=True, key="gallery_mode")
-    chosen_class = pick_class.selectbox("Class", class_names, key="gallery_class", disabled=mode != "One class")
+    pick_class, mistakes, shuffle = st.columns([2, 2, 1], vertical_alignment="bottom")
+    chosen_class = pick_class.selectbox("True class", [ALL_CLASSES, *class_names], key="gallery_class")
+    mistakes_only = mistakes.checkbox("Only mistakes", key="gallery_mistakes")
     if shuffle.button("New pick", key="gallery_shuffle") or "gallery_seed" not in st.session_state:
         st.session_state.gallery_seed = int(time.time() * 1000) % 2**31
-    show_what = {"Random": "all", "One class": "class", "Only mistakes": "mistakes"}[mode]
-    matching, shown = pick_test_images(y_test, predicted, show_what, class_names.index(chosen_class), GALLERY_SIZE,
+    class_index = None if chosen_class == ALL_CLASSES else class_names.index(chosen_class)
+    matching, shown = pick_test_images(y_test, predicted, class_index, mistakes_only, GALLERY_SIZE,
                                        st.session_state.gallery_seed)
     if not matching:
-        st.info("No test images match: no mistakes at all!" if mode == "Only mistakes" else "No test images match.")
+        st.info("No test images match: no mistakes at all!" if mistakes_only else "No test images match.")
         return
-    st.caption(f"{matching:,} matching test images; showing {len(shown)}. Press Inspect to see what the "
-               "network thinks of one.")
-    columns = st.columns(8)
-    for position, index in enumerate(shown):
-        with columns[position % 8]:
-            right = predicted[index] == y_test[index]
-            st.image(pixels_large(x_test[index], 96), width="stretch")
-            # The button sits right under the equal-sized picture, so a row's buttons line up.
-            if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
-                st.session_state.inspected = int(index)
-            st.caption(f"{'✅' if right else '❌'} **{class_names[predicted[index]]}**  \ntrue: {class_names[y_test[index]]}")
-    inspected = st.session_state.get("inspected")
-    if inspected is not None and inspected < len(x_test):
-        st.divider()
-        picture, bars = st.columns([1, 2])
-        picture.image(pixels_large(x_test[inspected], 256), caption=f"Test image {inspected}: {with_article(class_names[y_test[inspected]])}")
-        bars.plotly_chart(charts.class_probabilities(probabilities[inspected], class_names, class_names[y_test[inspected]]),
-                          key="inspected_probabilities", width="stretch", theme=None, config=NO_TOOLBAR)
-        inside_ui(model, x_test[inspected])
+    right_count = int((predicted[shown] == y_test[shown]).sum())
+    st.caption(f"{matching:,} matching test images; showing {len(shown)}, {right_count} of them right. Green: the "
+               "network is right; red: it is wrong. Press Inspect to see what it thinks of one.")
+    with st.container(horizontal=True, gap="small"):
+        for index in shown:
+            with st.container(width=TILE_WIDTH, gap="small"):
+                st.image(pixels_large(x_test[index], 96), width=TILE_WIDTH)
+                if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
+                    inspect_dialog(x_test[index], int(index), probabilities[index], class_names,
+                                   class_names[y_test[index]], model)
+                st.caption(tile_words(class_names[predicted[index]], class_names[y_test[index]]))
+
+
+def tile_words(said: str, truth: str) -> str:
+    """Two short lines under a test picture, in colour and in words, with no emoji (which show as
+    empty boxes in a browser without an emoji font): what the network said, and whether it is right."""
+    if said == truth:
+        return f":green[**✓ {said}**]  \n:green[right]"
+    return f":red[**✗ {said}**]  \n:red[true: {truth}]"
+
+
+@st.dialog("What the network thinks of this test image", width="large")
+def inspect_dialog(pixels: np.ndarray, index: int, probabilities: np.ndarray, class_names: list[str], truth: str,
+                   model: PageModel) -> None:
+    """Over the page, where the eye is, instead of below a grid that may be off screen."""
+    picture, bars = st.columns([1, 2])
+    picture.image(pixels_large(pixels, 256), caption=f"Test image {index}: {with_article(truth)}")
+    bars.plotly_chart(charts.class_probabilities(probabilities, class_names, truth), key="inspected_probabilities",
+                      width="stretch", theme=None, config=NO_TOOLBAR)
+    inside_ui(model, pixels)
 
 
 def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
-    """The conv layer's 32 filters and the 32 maps of where each one fires in this picture."""
-    from cifar.inside import conv_filters, feature_maps
+    """The conv layer's 32 filters, each above the map of where it fires in this picture."""
+    from cifar.inside import filters_above_maps
 
-    with st.expander("Inside the network: what its 32 filters find in this picture"):
-        filters, maps = st.columns([1, 2])
-        filters.image(conv_filters(model.conv_kernel()), caption="The 32 learned 3×3 filters (colours stretched)", width="stretch")
-        maps.image(feature_maps(model.conv_activations(pixels)), caption="Where each filter fires (after ReLU; bright = strong). "
-                   "The dense layer decides from these maps, pooled to 16×16.", width="stretch")
+    with st.expander("Inside the network: what each of its 32 filters finds in this picture"):
+        st.image(filters_above_maps(model.conv_kernel(), model.conv_activations(pixels)), width="stretch",
+                 caption="Each learned 3×3 filter (colours stretched), with the map of where it fires in this picture "
+                         "below it: bright is strong (after ReLU). Each map is scaled to its own strongest point, and "
+                         "brightness is the square root of the strength, so a weak filter's map shows too; one that "
+                         "finds nothing stays black. The dense layer decides from these maps, pooled to 16×16.")
 
 
 def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> None:
     files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="upload")
+    names = ", ".join(class_names or CIFAR10_CLASSES)
+    st.caption(f"The network knows only these classes: {names}. Anything else still gets one of these names. It sees "
+               "the centre square of your picture at 32×32 pixels, and it learned from small photos of one object "
+               "in the middle, so a photo like that works best.")
     if model is None:
         st.info("Train a model or open a saved run to classify your pictures; you can already see what the network would see.")
     for file in files or []:
