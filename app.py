@@ -24,7 +24,7 @@ import streamlit as st
 from cifar.config import PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
-from cifar.inference import PageModel, open_page_model
+from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
 from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
@@ -37,6 +37,7 @@ RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent
 STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
 CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
+PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
 SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
@@ -374,12 +375,13 @@ def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -
     pinned = {record.run_id for record in records if record.pinned}
     ids = list(runs)
     labels = {run_id: ("📌 " if run_id in pinned else "") + runs[run_id].label for run_id in ids}
-    if st.session_state.get("saved_run_for") != current:
-        # A new run on screen: the list starts at it, not at whatever this page picked before.
-        st.session_state.saved_run_for = current
-        st.session_state.pop("saved_run", None)
-    chosen = st.selectbox("Saved runs, newest first", ids, format_func=labels.get, key="saved_run",
-                          index=ids.index(current) if current in ids else 0)
+    on_screen = (current, current in ids)
+    if st.session_state.get("saved_run_for") != on_screen or st.session_state.get("saved_run") not in ids:
+        # Another run on screen, or the one on screen just saved: the list starts at it, not at
+        # whatever this page picked before. Set, not forgotten: the browser would send the old pick back.
+        st.session_state.saved_run_for = on_screen
+        st.session_state.saved_run = current if current in ids else ids[0]
+    chosen = st.selectbox("Saved runs, newest first", ids, format_func=labels.get, key="saved_run")
     run = runs[chosen]
     open_button, download = st.columns(2)
     if open_button.button("Open this run", key="open_run", disabled=chosen == current, width="stretch"):
@@ -418,6 +420,10 @@ def standing_in_ui(tested: SavedRun) -> None:
 def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[list[str]]]:
     if run is None:
         return None, None
+    if not page_files_ready(run.folder):
+        st.info("This run's model is being prepared for the page; it is ready in a few seconds.")
+        st.fragment(wait_for_page_files, run_every=PREPARING_SECONDS)(str(run.folder))
+        return None, None
     try:
         model = page_model(str(run.folder), run.model_path.stat().st_mtime)
     except (ModelFileError, OSError, ValueError) as error:
@@ -427,6 +433,12 @@ def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[li
         st.info("This run's model is being prepared for the page; it is ready in a few seconds.")
         return None, None
     return model, run.metrics.get("class_names")
+
+
+def wait_for_page_files(folder: str) -> None:
+    """Polls while the worker writes the run's copy for the pages, then draws the page again with it."""
+    if page_files_ready(folder):
+        st.rerun(scope="app")
 
 
 def main() -> None:
@@ -468,8 +480,15 @@ def main() -> None:
         ended_without_model_ui(record)
     # While this run trains (or waits), the class keeps testing the last model that finished.
     tested = run if run is not None else latest_saved_run(service, besides=run_id) if watching else None
-    model, class_names = run_model(tested)
-    results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"])
+    # Always there, empty or not: were a message above the tabs to come and go, the tabs would be
+    # drawn anew and jump back to the first one.
+    with st.container():
+        model, class_names = run_model(tested)
+    # Keyed and tracked, the tab a user chose stays chosen when the page above it changes (a run
+    # starting or ending); untracked tabs jumped back to the first. Every tab is still drawn, so
+    # an upload or a gallery filter survives a look at another tab.
+    results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"],
+                                                 key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
             results_ui(run)

@@ -106,7 +106,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) ->
     figure = go.Figure(go.Heatmap(
         z=row_share, x=class_names, y=class_names, colorscale="Blues", zmin=0, zmax=1, customdata=counts,
         text=counts if len(class_names) <= 20 else None, texttemplate="%{text}" if len(class_names) <= 20 else None,
-        textfont=dict(size=16), showscale=False,  # the numbers say it; a colour bar's title overlapped the cells
+        textfont=dict(size=14), showscale=False,  # the numbers say it; a colour bar's title overlapped the cells
         hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of the %{y}s)<extra></extra>",
     ))
     # Every class named on both axes, even on a phone, where Plotly would otherwise skip every other one.

@@ -173,6 +173,13 @@ def needs_page_files(folder: str | Path) -> bool:
     return (folder / MODEL_FILE).is_file() and not (folder / LITE_FILE).is_file() and not (folder / FAILED_MARK).exists()
 
 
+def page_files_ready(folder: str | Path) -> bool:
+    """Whether open_page_model can give a model now: the LiteRT copy is written, its conversion
+    failed (Keras stands in), or there is no LiteRT runtime here at all."""
+    folder = Path(folder)
+    return not lite_runtime_available() or (folder / LITE_FILE).is_file() or (folder / FAILED_MARK).exists()
+
+
 def open_page_model(folder: str | Path) -> Optional[PageModel]:
     """The run's model for the pages: its LiteRT copy where the runtime exists, else Keras (the plain
     path, which loads TensorFlow into this process). None while the worker has yet to write the copy."""

@@ -254,7 +254,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     assert_no_traceback(page)
 
     expect(accuracy_metric(page)).to_be_visible(timeout=RUN_END_MS)
-    expect(page.get_by_text("Trained 20 epochs")).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(r"· 20 epochs$"))).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
     page.screenshot(path=screenshots / "03-results.png")
     assert_no_traceback(page)
@@ -262,7 +262,8 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
 
 def test_stop_ends_the_run_and_keeps_its_results(page, app_url, screenshots):
     wait_until_idle(page, app_url)
-    start_training(page)  # the seed recipe's 20 epochs: far longer than the test waits
+    set_epochs(page, 20)  # far longer than the test waits
+    start_training(page)
     wait_for_first_curve_point(page)
     expect(stop_button(page)).to_be_enabled()
     pressed = time.perf_counter()
@@ -271,12 +272,15 @@ def test_stop_ends_the_run_and_keeps_its_results(page, app_url, screenshots):
     print(f"\nStop click to the stopped run's results: {time.perf_counter() - pressed:.2f} s")
     expect(accuracy_metric(page)).to_be_visible()
     expect(stop_button(page)).to_be_disabled()
+    # A run stopped early counts the epochs it trained, a partial one included (#13, point 3).
+    expect(page.get_by_role("heading", name=re.compile(r"· \d+\.\d of 20 epochs$"))).to_be_visible()
     page.screenshot(path=screenshots / "06-stopped.png")
     assert_no_traceback(page)
 
 
 def test_a_refresh_and_a_second_tab_come_back_to_the_running_job(page, context, app_url):
     wait_until_idle(page, app_url)
+    set_epochs(page, 20)
     start_training(page)
     run_id = run_id_in(page.url)
     wait_for_first_curve_point(page)
@@ -368,6 +372,7 @@ def test_three_pages_watch_one_run_and_all_of_them_advance(browser, app_url, scr
     try:
         page = teacher.new_page()
         wait_until_idle(page, app_url)
+        set_epochs(page, 20)
         start_training(page)
         run_id = run_id_in(page.url)
         watchers = [page]
@@ -387,3 +392,121 @@ def test_three_pages_watch_one_run_and_all_of_them_advance(browser, app_url, scr
     finally:
         for context in (teacher, phone, laptop):
             context.close()
+
+
+# A lesson as a teacher lives it (#13): what the walk-through of a real class found, checked as it was seen.
+
+def chart_titles(page) -> list[dict]:
+    """The bounding boxes of the visible Plotly charts' titles, top to bottom."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[role="tabpanel"]:not([hidden]) .js-plotly-plot'))
+        .map(plot => plot.querySelector('.gtitle')).filter(title => title)
+        .map(title => { const box = title.getBoundingClientRect();
+                        return {text: title.textContent, left: box.left, right: box.right, top: box.top, bottom: box.bottom}; })""")
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_a_fresh_visitor_sees_the_latest_run_headed_in_words_and_a_phone_stacks_its_charts(browser, app_url, screenshots):
+    idle = browser.new_context(viewport=DESKTOP)
+    try:
+        wait_until_idle(idle.new_page(), app_url)  # nothing training: the latest saved run is what a visitor sees
+    finally:
+        idle.close()
+    for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        visitor = browser.new_context(viewport=viewport, is_mobile=name == "phone", has_touch=name == "phone")
+        try:
+            page = visitor.new_page()
+            page.goto(app_url)  # no link (point 11)
+            expect(page.get_by_text("Nothing is training now, so this is the latest saved run")).to_be_visible(timeout=60_000)
+            expect(page).to_have_url(re.compile(r"[?&]run="), timeout=30_000)
+            expect(accuracy_metric(page)).to_be_visible(timeout=60_000)
+            # Headed with its name and its settings in words (point 4), not raw config keys.
+            panel = page.locator('[role="tabpanel"]:visible')
+            expect(panel.get_by_role("heading", name=re.compile(r", \d+ \w{3} \d\d:\d\d · "))).to_be_visible()
+            expect(panel.get_by_text(re.compile(r"dropout [\d.]+/[\d.]+, .*training images\. Run "))).to_be_visible()
+            assert "eval batch size" not in panel.inner_text()
+            page.wait_for_function("document.querySelectorAll('[role=tabpanel]:not([hidden]) .gtitle').length >= 2",
+                                   timeout=60_000)
+            titles = chart_titles(page)
+            loss, accuracy = titles[0], titles[1]
+            assert loss["text"].startswith("Loss") and accuracy["text"].startswith("Accuracy"), titles
+            assert not overlap(loss, accuracy), titles  # point 7: "Loss (lower is better)Accuracy (higher is bette"
+            if name == "phone":
+                assert accuracy["top"] >= loss["bottom"], titles  # stacked, one above the other
+                assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
+            else:
+                assert abs(accuracy["top"] - loss["top"]) < 2, titles  # side by side on a projector
+            page.screenshot(path=screenshots / f"08-fresh-visitor-{name}.png")
+            assert_no_traceback(page)
+        finally:
+            visitor.close()
+
+
+def test_inspect_opens_over_the_gallery_and_colours_mean_right_or_wrong(page, app_url, screenshots):
+    open_app(page, f"{app_url}/?run={SEEDED_RUN}")
+    expect(accuracy_metric(page)).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Test images").click()
+    keyed = page.locator('[class*="st-key-inspect_"] button')
+    expect(keyed.first).to_be_visible(timeout=60_000)
+    tiles = page.locator('[role="tabpanel"]:visible [data-testid="stCaptionContainer"]').filter(has_text=re.compile("^[✓✗] "))
+    assert tiles.count() > 0  # right and wrong in words and glyphs, not in emoji
+    assert "❌" not in page.locator("body").inner_text() and "✅" not in page.locator("body").inner_text()
+    for position in range(min(4, keyed.count())):
+        keyed.nth(position).click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible(timeout=30_000)  # where the eye is: over the page, not below the grid
+        expect(dialog.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
+        bars = dialog.locator(".js-plotly-plot").evaluate(
+            "plot => ({labels: Array.from(plot._fullData[0].y), values: Array.from(plot._fullData[0].x),"
+            "          colours: Array.from(plot._fullData[0].marker.color)})")
+        truth = [label for label in bars["labels"] if label.endswith(" (true class)")]
+        assert len(truth) == 1, bars["labels"]  # the true class is named plainly
+        top = bars["values"].index(max(bars["values"]))
+        right = bars["labels"][top] == truth[0]
+        assert bars["colours"][top] == ("#2ca02c" if right else "#d62728"), bars  # a wrong top class is never green
+        assert all(colour not in ("#2ca02c", "#d62728") for index, colour in enumerate(bars["colours"]) if index != top)
+        caption = dialog.get_by_text(re.compile(r"^Test image \d+: an? \w+$"))
+        expect(caption).to_be_visible()
+        if position == 0:
+            page.screenshot(path=screenshots / "09-inspect.png")
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0, timeout=10_000)
+    assert_no_traceback(page)
+
+
+def test_while_a_run_trains_the_last_model_stays_in_use_and_the_saved_list_follows_the_screen(page, app_url, screenshots):
+    wait_until_idle(page, app_url)
+    page.goto(f"{app_url}/?run={SEEDED_RUN}")
+    expect(accuracy_metric(page)).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Saved runs").click()
+    expect(page.get_by_text(re.compile("^This is the run on screen"))).to_be_visible(timeout=30_000)
+    expect(keyed_button(page, "open_run")).to_be_disabled()
+
+    set_epochs(page, 20)
+    start_training(page)
+    wait_for_first_curve_point(page)
+    # Point 10: the class keeps testing the last finished model, and is told which one it is.
+    page.get_by_role("tab", name="Test images").click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    expect(panel.get_by_text("this tab uses the last finished run")).to_be_visible(timeout=30_000)
+    expect(panel.locator('[class*="st-key-inspect_"] button').first).to_be_visible(timeout=60_000)
+    page.screenshot(path=screenshots / "10-testing-while-training.png")
+    page.get_by_role("tab", name="Your pictures").click()
+    expect(page.locator('[role="tabpanel"]:visible').get_by_text("this tab uses the last finished run")).to_be_visible()
+
+    stop_button(page).click()
+    expect(keyed_button(page, "stop")).to_be_disabled(timeout=RUN_END_MS)
+    page.get_by_role("tab", name="Results").click()  # the tab chosen stays chosen when the run ends
+    expect(page.get_by_text(re.compile("Stopped by request"))).to_be_visible(timeout=60_000)
+    expect(accuracy_metric(page)).to_be_visible(timeout=60_000)
+    # Point 2: the Saved runs tab now starts at the run just stopped, not at the one it showed first;
+    # point 3: the list counts its epochs, the partial one included.
+    page.get_by_role("tab", name="Saved runs").click()
+    saved = page.locator('[role="tabpanel"]:visible')
+    expect(saved.get_by_text(re.compile("^This is the run on screen"))).to_be_visible(timeout=30_000)
+    expect(keyed_button(page, "open_run")).to_be_disabled()
+    expect(page.get_by_role("combobox", name="Saved runs, newest first")).to_have_value(re.compile(r"\d+\.\d of 20 epochs"))
+    page.screenshot(path=screenshots / "11-saved-runs-follow.png")
+    assert_no_traceback(page)

@@ -118,8 +118,8 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
                "network is right; red: it is wrong. Press Inspect to see what it thinks of one.")
     with st.container(horizontal=True, gap="small"):
         for index in shown:
-            with st.container(width=TILE_WIDTH, gap="small"):
-                st.image(pixels_large(x_test[index], 96), width=TILE_WIDTH)
+            with st.container(width=TILE_WIDTH, gap=None):
+                st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
                 if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
                     inspect_dialog(x_test[index], int(index), probabilities[index], class_names,
                                    class_names[y_test[index]], model)
