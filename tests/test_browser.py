@@ -40,9 +40,13 @@ SERVER_START_SECONDS = 60
 FIRST_CURVE_MS = 180_000
 RUN_END_MS = 240_000
 # Plotly's _fullData holds the traces as drawn, with numpy arrays (sent as base64) already decoded.
+# How far the live curve reaches, in epochs: the x of its newest point. (Not its number of points:
+# the live figure is thinned to at most 150, so a longer run can come with fewer.)
 CURVE_POINTS_JS = """() => {
     const plot = document.querySelector('.js-plotly-plot');
-    return plot && plot._fullData && plot._fullData.length ? plot._fullData[0].x.length : 0;
+    if (!(plot && plot._fullData && plot._fullData.length)) return 0;
+    const x = plot._fullData[0].x;
+    return x.length ? Number(x[x.length - 1]) : 0;
 }"""
 
 
@@ -175,8 +179,8 @@ def run_id_in(url: str) -> str:
     return match.group(1)
 
 
-def curve_points(page) -> int:
-    """Points on the live chart's first trace (the training loss every few batches).
+def curve_points(page) -> float:
+    """How far the live chart's first trace (the training loss every few batches) reaches, in epochs.
 
     While a run trains, the live curves are the page's only Plotly chart: the results tabs
     hold charts only once the run is saved.
@@ -209,8 +213,11 @@ def set_epochs(page, epochs: int) -> None:
 
 def start_training(page) -> float:
     """Press Train and wait for the run id in the address; returns the perf_counter time of the click."""
+    before = re.search(r"[?&]run=([A-Za-z0-9_-]+)", page.url)  # a page may show the latest saved run already
     clicked = time.perf_counter()
     train_button(page).click()
+    if before:
+        page.wait_for_url(lambda url: f"run={before.group(1)}" not in url, timeout=30_000)
     expect(page).to_have_url(re.compile(r"[?&]run="), timeout=30_000)
     return clicked
 
@@ -237,7 +244,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     print(f"\nTrain click to 'Training…' progress: {first_batch:.2f} s; to the first curve point: {first_point:.2f} s")
     page.screenshot(path=screenshots / "02-training-live.png")
 
-    # Count the plotted points on successive polls while the page still says it is training,
+    # Read how far the curve reaches on successive polls while the page still says it is training,
     # so the final results chart (drawn after the run) cannot stand in for a live update.
     seen = [curve_points(page)]
     deadline = time.monotonic() + 120
@@ -249,7 +256,7 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
         if points > seen[-1]:
             seen.append(points)
         time.sleep(0.2)
-    assert len(seen) >= 3, f"the live curve grew only through {seen} point counts before training ended"
+    assert len(seen) >= 3, f"the live curve grew only through {seen} epochs before training ended"
     assert seen == sorted(seen)
     assert_no_traceback(page)
 
@@ -383,8 +390,14 @@ def test_three_pages_watch_one_run_and_all_of_them_advance(browser, app_url, scr
         for watcher in watchers:
             wait_for_first_curve_point(watcher)
         first = [curve_points(watcher) for watcher in watchers]
-        for watcher, points in zip(watchers, first):
-            watcher.wait_for_function(f"({CURVE_POINTS_JS})() > {points}", timeout=FIRST_CURVE_MS, polling=200)
+        for number, (watcher, points) in enumerate(zip(watchers, first)):
+            try:
+                watcher.wait_for_function(f"({CURVE_POINTS_JS})() > {points}", timeout=FIRST_CURVE_MS, polling=200)
+            except sync_api.TimeoutError:
+                for other, page_seen in enumerate(watchers):
+                    page_seen.screenshot(path=screenshots / f"07-stuck-watcher-{other}.png")
+                pytest.fail(f"watcher {number}'s curve stayed at {points} epochs; now {[curve_points(w) for w in watchers]}; "
+                            f"screenshots in {screenshots}")
             assert_no_traceback(watcher)
         watchers[1].screenshot(path=screenshots / "07-phone-watching.png")
         stop_button(page).click()

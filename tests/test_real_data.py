@@ -2,7 +2,7 @@
 
 The other tests use generated images; these check the claims that only real pictures can:
 the copy reads as the official dataset, and the Quick demo reaches 60% in its one epoch
-(about 20 s on two cores).
+(a minute or less on two cores).
 """
 from __future__ import annotations
 
