@@ -110,7 +110,7 @@ def test_the_recorder_thins_a_real_training_stream(tmp_path):
     from tests.synthetic import learnable_images
 
     raw: list[Event] = []
-    fit(build_model(10), learnable_images(600, seed=0), TrainConfig(epochs=4, validation="none"), on_event=raw.append)
+    fit(build_model(10), learnable_images(600, seed=0), TrainConfig(epochs=6, validation="none"), on_event=raw.append)
     store = RunStore(tmp_path)
     run_id = store.submit(LONG, owner="teacher")
     record = RunRecorder(store, run_id, points=3)
