@@ -378,7 +378,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> None:
             students = Students(port, f"run={run_id}", args.students, args.student_cores, workdir / "students.log")
             speed_watched, report, cpu_share = watched_window(speed, students, args.window, server.process.pid)
             students = None
-            watched.append(speed_watched), reports.append(report), watched_cpu.append(cpu_share)
+            watched.append(speed_watched)
+            reports.append(report)
+            watched_cpu.append(cpu_share)
             speed.sleep(SETTLE_SECONDS)
             unwatched.append(speed.window(args.window))
         store.request_stop(run_id)
