@@ -218,6 +218,7 @@ def test_train_while_a_run_trains_queues_the_new_run_and_its_owner_can_cancel_it
     teacher = new_app()
     teacher.slider(key="epochs").set_value(50).run()
     teacher.button(key="train").click().run()
+    wait_for(teacher, training)  # until the worker takes it up, the teacher's run is itself first in line
     student = new_app()  # a second visitor attaches to the live run
     assert student.session_state.run_id == teacher.session_state.run_id
     assert any("joins the queue" in caption.value for caption in student.caption)
@@ -236,7 +237,6 @@ def test_train_while_a_run_trains_queues_the_new_run_and_its_owner_can_cancel_it
 
     store = RunStore(runs_dir)
     assert store.get(queued_id).state == "cancelled"
-    wait_for(teacher, training)
     teacher.button(key="stop").click().run()
     wait_for(teacher, lambda at: any(m.label == "Test accuracy" for m in at.metric))
     assert store.get(teacher.session_state.run_id).state == "stopped"
