@@ -31,12 +31,13 @@ from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, Qu
                             expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
+from ui.live_parts import LiveParts, live_mode
 from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
-STATUS_SECONDS = 1.5  # how often a page watching a run asks for news: each poll is a script run on the server
+STATUS_SECONDS = 1.5  # how often a page watching a run redraws its progress
 CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
-IDLE_SECONDS = 5.0  # how often a page with nothing training checks the queue
+IDLE_SECONDS = 5.0  # how often a page not watching a run checks the queue
 PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
 SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
@@ -275,47 +276,66 @@ def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
         service.stop(target.run_id)
 
 
-def queue_ui(service: LocalTrainer, who: Visitor) -> None:
-    """Every page's view of what trains now and what waits: whose, what settings, when it should start."""
-    running, queued, speed = board().snapshot()
+def queue_ui(service: LocalTrainer, who: Visitor, live: LiveParts, seconds: float) -> None:
+    """Every page's view of what trains now and what waits: whose, what settings, when it should
+    start. The words are a live part; the buttons are drawn with the page, which is drawn again
+    whenever the queue changes."""
+    running, queued, _ = board().snapshot()
+    drawn = queue_ids(running, queued)
     if not running and not queued:
+        live.add(seconds, queue_words, drawn)  # draws nothing until a run appears, then the page again
         return
-    starts = expected_starts(running, queued, speed)
-    lines = []
-    for run in running:
-        done = run.progress.get("progress", 0.0)
-        lines.append(f"**Training now:** {run.owner_name or 'a visitor'} · {run.config.in_words()} · {done:.0%} done")
     with st.container(border=True):
-        st.markdown("  \n".join(lines) if lines else "**Nothing is training.**")
-        for position, (run, start) in enumerate(zip(queued, starts), start=1):
-            when = "soon" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
-            words, cancel = st.columns([5, 1], vertical_alignment="center")
-            words.markdown(f"**{position}.** {run.owner_name or 'a visitor'} · {run.config.in_words()} · starts {when}")
-            if run_refusal(who, "cancel", run.owner) is None:
-                if cancel.button("Cancel", key=f"cancel_{run.run_id}", width="stretch"):
+        live.add(seconds, queue_words, drawn)
+        mine = [(position, run) for position, run in enumerate(queued, start=1)
+                if run_refusal(who, "cancel", run.owner) is None]
+        clear = who.teacher and who.code_set and len(queued) > 0
+        if not mine and not clear:
+            return
+        with st.container(horizontal=True, gap="small"):
+            for position, run in mine:
+                if st.button(f"Cancel number {position}", key=f"cancel_{run.run_id}"):
                     service.cancel(run.run_id)
                     board().changed()
                     st.rerun()
-        if queued:
-            full = " The queue is full." if len(queued) >= QUEUE_LIMIT else ""
-            st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
-            if who.teacher and who.code_set and st.button("Clear the queue", key="clear_queue"):
+            if clear and st.button("Clear the queue", key="clear_queue"):
                 service.store.clear_queue()
                 board().changed()
                 st.rerun()
 
 
-def activity_ui(service: LocalTrainer, who: Visitor, run_id: Optional[str], shown_state: Optional[str]) -> None:
-    """The part of the page that polls most often: the run on screen while it trains (one element,
-    so a class polling it costs the server little), or the queue while it waits."""
-    record = board().run(run_id) if run_id else None
-    if record is not None and record.state != shown_state:
-        st.rerun(scope="app")  # it started or ended: the rest of the page changes too
-    if record is not None and record.state == "running":
-        st.progress(*training_status(record))
+def queue_ids(running: list[RunRecord], queued: list[RunRecord]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(run.run_id for run in running), tuple(run.run_id for run in queued)
+
+
+def queue_words(drawn: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+    """The queue in words, drawn again every few seconds; the whole page again when it changed."""
+    running, queued, speed = board().snapshot()
+    if queue_ids(running, queued) != drawn:
+        st.rerun(scope="app")  # a run joined, started, ended or left: its buttons change too
+    if not running and not queued:
         return
-    queue_ui(service, who)
-    if record is not None and record.state == "queued":
+    starts = expected_starts(running, queued, speed)
+    lines = [f"**Training now:** {run.owner_name or 'a visitor'} · {run.config.in_words()} · "
+             f"{run.progress.get('progress', 0.0):.0%} done" for run in running] or ["**Nothing is training.**"]
+    for position, (run, start) in enumerate(zip(queued, starts), start=1):
+        when = "soon" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
+        lines.append(f"**{position}.** {run.owner_name or 'a visitor'} · {run.config.in_words()} · starts {when}")
+    st.markdown("  \n".join(lines))
+    if queued:
+        full = " The queue is full." if len(queued) >= QUEUE_LIMIT else ""
+        st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
+
+
+def activity_ui(run_id: str, shown_state: str) -> None:
+    """The part of the page that redraws most often: the run on screen while it trains (one
+    element, so a class watching costs the server little), or its place while it waits."""
+    record = board().run(run_id)
+    if record is None or record.state != shown_state:
+        st.rerun(scope="app")  # it started or ended: the rest of the page changes too
+    if record.state == "running":
+        st.progress(*training_status(record))
+    elif record.state == "queued":
         waiting = [run.run_id for run in board().snapshot()[1]]
         place = waiting.index(record.run_id) + 1 if record.run_id in waiting else 1
         st.info(f"This run is queued, number {place} in line: it starts when the runs before it end.")
@@ -340,14 +360,12 @@ def training_status(record: RunRecord) -> tuple[float, str]:
         f"{progress.get('images_per_second', 0):,.0f} images per second · {left}")
 
 
-def live_curves_ui(service: LocalTrainer, who: Visitor, run_id: str, epochs: int) -> None:
-    """The queue and the learning curves so far, from the events every watcher shares."""
-    queue_ui(service, who)
-    live = live_run(run_id)
-    live.refresh()
-    if not live.batches():
-        return
-    curves_ui(live.figures(epochs), "live_curves")
+def live_curves_ui(live: LiveParts, run_id: str, epochs: int) -> None:
+    """The learning curves so far, from the events every watcher shares."""
+    run = live_run(run_id)
+    run.refresh()
+    if run.batches():
+        curves_ui(run.figures(epochs), live.key("live_curves"))
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -417,12 +435,12 @@ def standing_in_ui(tested: SavedRun) -> None:
             f"({tested.epochs_text}{scored}).")
 
 
-def run_model(run: Optional[SavedRun]) -> tuple[Optional[PageModel], Optional[list[str]]]:
+def run_model(run: Optional[SavedRun], live: LiveParts) -> tuple[Optional[PageModel], Optional[list[str]]]:
     if run is None:
         return None, None
     if not page_files_ready(run.folder):
         st.info("This run's model is being prepared for the page; it is ready in a few seconds.")
-        st.fragment(wait_for_page_files, run_every=PREPARING_SECONDS)(str(run.folder))
+        live.add(PREPARING_SECONDS, wait_for_page_files, str(run.folder))
         return None, None
     try:
         model = page_model(str(run.folder), run.model_path.stat().st_mtime)
@@ -465,8 +483,10 @@ def main() -> None:
             network_ui()
     run = open_run(RUNS_DIR, run_id) if run_id else None
     watching = record is not None and record.active
-    st.fragment(activity_ui, run_every=STATUS_SECONDS if watching else IDLE_SECONDS)(
-        service, who, run_id, record.state if record else None)
+    live = LiveParts(stream=live_mode(secret("LIVE_UPDATES")) == "stream")
+    if watching:
+        live.add(STATUS_SECONDS, activity_ui, record.run_id, record.state)
+    queue_ui(service, who, live, CURVES_SECONDS if watching else IDLE_SECONDS)
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
     elif st.session_state.get("showing_latest") and run is not None and record is not None and record.state in SAVED:
@@ -475,7 +495,7 @@ def main() -> None:
         st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
                    "**Train**, or open a saved run.")
     elif record is not None and record.state == "running":
-        st.fragment(live_curves_ui, run_every=CURVES_SECONDS)(service, who, record.run_id, record.config.epochs)
+        live.add(CURVES_SECONDS, live_curves_ui, live, record.run_id, record.config.epochs)
     elif record is not None and record.state not in SAVED and record.state != "queued":
         ended_without_model_ui(record)
     # While this run trains (or waits), the class keeps testing the last model that finished.
@@ -483,7 +503,7 @@ def main() -> None:
     # Always there, empty or not: were a message above the tabs to come and go, the tabs would be
     # drawn anew and jump back to the first one.
     with st.container():
-        model, class_names = run_model(tested)
+        model, class_names = run_model(tested, live)
     # Keyed and tracked, the tab a user chose stays chosen when the page above it changes (a run
     # starting or ending); untracked tabs jumped back to the first. Every tab is still drawn, so
     # an upload or a gallery filter survives a look at another tab.
@@ -510,6 +530,7 @@ def main() -> None:
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
             network_ui()
+    live.follow()  # streaming, the script stays here, redrawing what changes, until the page must be drawn anew
 
 
 if __name__ == "__main__":

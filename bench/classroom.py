@@ -76,11 +76,11 @@ def last_line(path: Path) -> str:
 class Server:
     """`streamlit run app.py` in its own process group, so stopping it leaves no worker behind."""
 
-    def __init__(self, port: int, data: str, runs_dir: Path, cores: Optional[str], log: Path) -> None:
+    def __init__(self, port: int, data: str, runs_dir: Path, cores: Optional[str], log: Path, live: str) -> None:
         command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                    "--server.headless", "true", "--server.fileWatcherType", "none",
                    "--browser.gatherUsageStats", "false"]
-        env = {**os.environ, "CIFAR10_DATA": data, "CIFAR_RUNS_DIR": str(runs_dir)}
+        env = {**os.environ, "CIFAR10_DATA": data, "CIFAR_RUNS_DIR": str(runs_dir), "CIFAR_LIVE_UPDATES": live}
         self.port, self.log = port, log
         with open(log, "wb") as output:
             self.process = subprocess.Popen(pinned(command, cores), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -357,7 +357,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> None:
     if can_pin():  # this process's polling stays off the server's cores too
         os.sched_setaffinity(0, parse_cores(args.student_cores))
     port = args.port or free_port()
-    server = Server(port, args.data, runs_dir, args.server_cores, workdir / "server.log")
+    server = Server(port, args.data, runs_dir, args.server_cores, workdir / "server.log", args.live)
+    print(f"pages kept fresh by: {args.live}")
     students: Optional[Students] = None
     memory = MemorySampler(server.process.pid)
     try:
@@ -405,6 +406,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server-cores", default="0", help="taskset list for the server and its worker")
     parser.add_argument("--student-cores", default="1", help="CPU list for the students' process")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--live", choices=("stream", "poll"), default="stream",
+                        help="how the pages stay fresh (CIFAR_LIVE_UPDATES): the app's default, streaming "
+                             "redraws from one script run per page, or the plain way, a fragment run per redraw")
     args = parser.parse_args()
     if not args.data:
         parser.error("--data is required when CIFAR10_DATA is not set")

@@ -47,6 +47,8 @@ from classroom import parse_cores
 PLACEHOLDER_AUTH_TOKEN = "PLACEHOLDER_AUTH_TOKEN"
 JOIN_TIMEOUT_SECONDS = 180.0  # 30 first page runs on one busy core can take a while
 POLL_SECONDS = 0.05
+# Deltas closer together than this are one redraw: a script run's, or a streaming page's round.
+REDRAW_GAP_SECONDS = 0.25
 FINISHED_RUNS = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY)
 
 
@@ -125,7 +127,7 @@ class Student:
         self.first_run_finished: Optional[float] = None
         self.error: Optional[str] = None
         self.websocket: Any = None
-        self.run_has_redrawn = False
+        self.last_delta = 0.0
         self.has_received_new_session = False
         self.cache_age_known = False
 
@@ -163,10 +165,10 @@ class Student:
         else:
             self.cache.keep(msg, encoded)
         kind = msg.WhichOneof("type")
-        redraw = kind == "delta" and not self.run_has_redrawn
+        redraw = kind == "delta" and now - self.last_delta >= REDRAW_GAP_SECONDS
         self.received.append(Received(now, len(encoded), redraw, reference))
         if kind == "delta":
-            self.run_has_redrawn = True
+            self.last_delta = now
             element = msg.delta.new_element
             if self.first_chart is None and element.WhichOneof("type") == "plotly_chart":
                 self.first_chart = now
@@ -184,7 +186,6 @@ class Student:
 
     def on_new_session(self, msg: ForwardMsg) -> None:
         self.has_received_new_session = True
-        self.run_has_redrawn = False
         if not self.cache_age_known:  # the frontend reads the cache's age limit once per connection
             self.max_cached_message_age = msg.new_session.config.max_cached_message_age
             self.cache_age_known = True

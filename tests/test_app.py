@@ -21,6 +21,9 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 def runs_dir(tmp_path, tiny_archive, monkeypatch):
     monkeypatch.setenv("CIFAR10_DATA", str(tiny_archive))
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
+    # The plain way to keep a page fresh: AppTest waits for a script run to end, and a streaming
+    # page's run ends only when its run does (the browser tests stream).
+    monkeypatch.setenv("CIFAR_LIVE_UPDATES", "poll")
     st.cache_resource.clear()  # a fresh job board per test, as a fresh server would have
     yield tmp_path / "runs"
     st.cache_resource.clear()

@@ -121,9 +121,14 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
             with st.container(width=TILE_WIDTH, gap=None):
                 st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
                 if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
-                    inspect_dialog(x_test[index], int(index), probabilities[index], class_names,
-                                   class_names[y_test[index]], model)
+                    st.session_state.inspected = int(index)
                 st.caption(tile_words(class_names[predicted[index]], class_names[y_test[index]]))
+    # Open until dismissed, not only in the run its button started: the page may be drawn again
+    # meanwhile (a run starting or ending, a live page starting to stream).
+    inspected = st.session_state.get("inspected")
+    if isinstance(inspected, int) and 0 <= inspected < len(y_test):
+        inspect_dialog(x_test[inspected], inspected, probabilities[inspected], class_names,
+                       class_names[y_test[inspected]], model)
 
 
 def tile_words(said: str, truth: str) -> str:
@@ -134,7 +139,11 @@ def tile_words(said: str, truth: str) -> str:
     return f":red[**✗ {said}**]  \n:red[true: {truth}]"
 
 
-@st.dialog("What the network thinks of this test image", width="large")
+def forget_inspected() -> None:
+    st.session_state.pop("inspected", None)
+
+
+@st.dialog("What the network thinks of this test image", width="large", on_dismiss=forget_inspected)
 def inspect_dialog(pixels: np.ndarray, index: int, probabilities: np.ndarray, class_names: list[str], truth: str,
                    model: PageModel) -> None:
     """Over the page, where the eye is, instead of below a grid that may be off screen."""
