@@ -276,22 +276,22 @@ def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
         service.stop(target.run_id)
 
 
-def queue_ui(service: LocalTrainer, who: Visitor, live: LiveParts, seconds: float) -> None:
+def queue_ui(service: LocalTrainer, who: Visitor, live: LiveParts, seconds: float) -> tuple[Any, ...]:
     """Every page's view of what trains now and what waits: whose, what settings, when it should
     start. The words are a live part; the buttons are drawn with the page, which is drawn again
-    whenever the queue changes."""
+    whenever the queue changes. Returns the runs it showed."""
     running, queued, _ = board().snapshot()
     drawn = queue_ids(running, queued)
     if not running and not queued:
         live.add(seconds, queue_words, drawn)  # draws nothing until a run appears, then the page again
-        return
+        return drawn
     with st.container(border=True):
         live.add(seconds, queue_words, drawn)
         mine = [(position, run) for position, run in enumerate(queued, start=1)
                 if run_refusal(who, "cancel", run.owner) is None]
         clear = who.teacher and who.code_set and len(queued) > 0
         if not mine and not clear:
-            return
+            return drawn
         with st.container(horizontal=True, gap="small"):
             for position, run in mine:
                 if st.button(f"Cancel number {position}", key=f"cancel_{run.run_id}"):
@@ -302,6 +302,7 @@ def queue_ui(service: LocalTrainer, who: Visitor, live: LiveParts, seconds: floa
                 service.store.clear_queue()
                 board().changed()
                 st.rerun()
+    return drawn
 
 
 def queue_ids(running: list[RunRecord], queued: list[RunRecord]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -486,7 +487,7 @@ def main() -> None:
     live = LiveParts(stream=live_mode(secret("LIVE_UPDATES")) == "stream")
     if watching:
         live.add(STATUS_SECONDS, activity_ui, record.run_id, record.state)
-    queue_ui(service, who, live, CURVES_SECONDS if watching else IDLE_SECONDS)
+    queue_shown = queue_ui(service, who, live, CURVES_SECONDS if watching else IDLE_SECONDS)
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
     elif st.session_state.get("showing_latest") and run is not None and record is not None and record.state in SAVED:
@@ -530,7 +531,9 @@ def main() -> None:
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
             network_ui()
-    live.follow()  # streaming, the script stays here, redrawing what changes, until the page must be drawn anew
+    # Streaming, the script stays here, redrawing what changes, until the page must be drawn anew.
+    live.follow(layout=(run_id, record.state if record else None, queue_shown,
+                        tested.run_id if tested else None, model is None))
 
 
 if __name__ == "__main__":

@@ -242,6 +242,10 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     wait_for_first_curve_point(page)
     first_point = time.perf_counter() - clicked
     print(f"\nTrain click to 'Training…' progress: {first_batch:.2f} s; to the first curve point: {first_point:.2f} s")
+    # Nothing left over from the moment the run waited in the queue: a streaming page that kept
+    # what an earlier run drew would show its Cancel button, greyed, all through training.
+    expect(page.get_by_role("button", name=re.compile("^Cancel number"))).to_have_count(0, timeout=10_000)
+    expect(page.get_by_text("runs waiting")).to_have_count(0)
     page.screenshot(path=screenshots / "02-training-live.png")
 
     # Read how far the curve reaches on successive polls while the page still says it is training,

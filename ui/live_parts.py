@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -81,22 +81,24 @@ class LiveParts:
         redraw when streaming, since one script run may not use a key twice."""
         return f"{name}_{self.rounds}" if self.stream and self.rounds else name
 
-    def follow(self) -> None:
+    def follow(self, layout: Hashable) -> None:
         """Last in the script. Streaming, it redraws each part when due, until one of them asks
         for the whole page again, or the session is asked to run again or to end.
 
-        A page streams in the script run after one that ended: the browser removes what a run
-        did not draw only when that run ends, so whatever the run before drew and this one does
-        not (a button of a run that has left the queue) would stay on screen, greyed, while it
-        streams. So a run that ends here first asks for that next run, a moment later, and it
-        draws the same page again, then stays.
+        The browser removes what a script run did not draw only when that run ends: whatever the
+        run before drew and this one does not (a button of a run that has left the queue) would
+        stay on screen, greyed, while this one streams. So a page streams only in a run that
+        follows one that ended with the same `layout` (what decides which elements the page
+        has): a run that ends here asks for that next run, a moment later, which draws the same
+        page again, then stays. Should that run find another layout, it ends and asks again.
         """
         if not self.stream or not self.parts:
             return
-        if st.session_state.pop(_STREAM_THIS_RUN, False):
+        if st.session_state.pop(_STREAM_THIS_RUN, None) == layout:
             self._stream()
         else:
             st.session_state[_STREAM_ARMED] = False
+            st.session_state[_LAYOUT] = layout
             st.fragment(_stream_next_run, run_every=START_SECONDS)()
 
     def _stream(self) -> None:
@@ -121,11 +123,12 @@ class LiveParts:
 
 _STREAM_THIS_RUN = "live_parts_stream"
 _STREAM_ARMED = "live_parts_armed"
+_LAYOUT = "live_parts_layout"
 
 
 def _stream_next_run() -> None:
     """Drawn at the end of a run that does not stream; its first timed run starts one that does."""
     if st.session_state.get(_STREAM_ARMED):
-        st.session_state[_STREAM_THIS_RUN] = True
+        st.session_state[_STREAM_THIS_RUN] = st.session_state.get(_LAYOUT)
         st.rerun(scope="app")
     st.session_state[_STREAM_ARMED] = True
