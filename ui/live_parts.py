@@ -18,6 +18,7 @@ again in one script run needs a fresh key each time: `key()` gives one.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Hashable
@@ -74,7 +75,7 @@ class LiveParts:
         slot = st.empty()
         with slot.container():
             draw(*args)
-        self.parts.append(_Part(seconds, slot, draw, args, time.monotonic() + seconds))
+        self.parts.append(_Part(seconds, slot, draw, args, next_beat(seconds)))
 
     def key(self, name: str) -> str:
         """A key for an element inside a part: the same each time when polling; new for each
@@ -110,7 +111,7 @@ class LiveParts:
             while (left := due - time.monotonic()) > 0:
                 if rerun_requested() and not answered_early:
                     break  # drawing now hands the script over to the requested run
-                time.sleep(min(left, NAP_SECONDS))
+                time.sleep(min(left, next_beat(NAP_SECONDS) - time.monotonic()))
             now = time.monotonic()
             # A request that drawing did not act on (one Streamlit holds back) is not answered early again.
             answered_early = now < due
@@ -118,7 +119,16 @@ class LiveParts:
             for part in [part for part in self.parts if part.due <= now] or self.parts[:1]:
                 with part.slot.container():
                     part.draw(*part.args)
-                part.due = now + part.seconds
+                part.due = next_beat(part.seconds)
+
+
+def next_beat(seconds: float) -> float:
+    """The next multiple of `seconds` on the monotonic clock, which every session of the server
+    shares: all pages wake and redraw together, a few times a second, rather than each at its
+    own moments, so a training worker on the same core is interrupted a few times a second, not
+    a hundred."""
+    now = time.monotonic()
+    return (math.floor(now / seconds) + 1) * seconds
 
 
 _STREAM_THIS_RUN = "live_parts_stream"
