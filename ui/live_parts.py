@@ -10,7 +10,8 @@ secrets):
 - "stream", the default: the page's script draws everything, then stays in `follow()`, drawing
   each part again into its own `st.empty()` when it is due, as Streamlit's own live-update
   examples do. A redraw is one or two small messages and no script run. A widget touched
-  meanwhile still reruns the page at once: `follow()` sees the request and hands over.
+  meanwhile still reruns the page within half a second: `follow()` looks for the request on
+  each beat and hands over.
 
 A part's `draw` may call `st.rerun(scope="app")` when what it shows needs the whole page drawn
 again (a run started or ended, the queue changed). With keyed widgets or elements, a part drawn
@@ -28,7 +29,7 @@ from typing import Any, Optional
 import streamlit as st
 
 MODES = ("stream", "poll")
-NAP_SECONDS = 0.5  # how often a streaming page looks whether a widget asked for a rerun
+NAP_SECONDS = 0.5  # the beat on which a streaming page wakes, to redraw or to see whether a widget asked for a rerun
 START_SECONDS = 0.3  # after a run that does not stream, how soon the one that does starts
 
 
