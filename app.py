@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import streamlit as st
 
-from cifar.config import PRESETS, TrainConfig
+from cifar.config import LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
 from cifar.data import DataError
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
@@ -40,6 +40,10 @@ CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the 
 IDLE_SECONDS = 5.0  # how often a page not watching a run checks the queue
 PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
 SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
+BATCH_SIZES = [16, 32, 64, 128, 256]
+# The sidebar's bounds, for its widgets and for the settings a link brings.
+LIMITS = {"epochs": (1, 50), "conv_dropout": (0.0, 0.9), "dense_dropout": (0.0, 0.9), "learning_rate": (1e-5, 1.0),
+          "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1)}
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
                "optimizer", "schedule", "flip", "conv_start")
 
@@ -139,10 +143,36 @@ def network_ui() -> None:
 
 
 def fill_from_preset() -> None:
-    preset = PRESETS[st.session_state.preset]
+    fill_from(PRESETS[st.session_state.preset])
+
+
+def fill_from(config: TrainConfig) -> None:
     for key in CONFIG_KEYS:
-        value = getattr(preset, key)
+        value = getattr(config, key)
         st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
+
+
+def first_settings() -> None:
+    """A new page's sidebar: the Quick demo, or the settings a "try this" link gives, as
+    `?preset=quick&epochs=3&dense_dropout=0`; what the sidebar cannot take is said, not used."""
+    link = {key: st.query_params[key] for key in ("preset", *LINK_FIELDS) if key in st.query_params}
+    if not link:
+        st.session_state.preset = "Quick demo"  # the first run is one click and about a minute
+        fill_from_preset()
+        return
+    preset, config, problems = settings_from_link(link)
+    for key, (low, high) in LIMITS.items():
+        value = getattr(config, key)
+        if value is not None and not low <= value <= high:
+            problems.append(f"{key}={value} was left out: the sidebar takes {low:g} to {high:g}")
+            config = config.replace(**{key: getattr(PRESETS[preset or "Seed recipe"], key)})
+    if config.batch_size not in BATCH_SIZES:
+        problems.append(f"batch_size={config.batch_size} was left out: the sidebar takes {', '.join(map(str, BATCH_SIZES))}")
+        config = config.replace(batch_size=PRESETS[preset or "Seed recipe"].batch_size)
+    st.session_state.preset = preset or config.preset or "Seed recipe"
+    fill_from(config)
+    if problems:
+        st.session_state.link_problems = "The link's settings: " + "; ".join(problems) + "."
 
 
 def visitor_ui() -> Visitor:
@@ -169,23 +199,27 @@ def visitor_ui() -> Visitor:
 def run_setup_ui() -> TrainConfig:
     """The sidebar's settings; returns the run they describe."""
     if "epochs" not in st.session_state:
-        st.session_state.preset = "Quick demo"  # the first run is one click and about a minute
-        fill_from_preset()
+        first_settings()
+    if problems := st.session_state.pop("link_problems", None):
+        st.sidebar.warning(problems)
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
                           "started as patterns of the pictures and trained with Adam and a cosine schedule: "
                           "about 61% test accuracy after one epoch. No dropout: watch it overfit.")
-    st.sidebar.slider("Epochs", 1, 50, key="epochs", help="Passes over the training images.")
-    st.sidebar.slider("Conv dropout", 0.0, 0.9, step=0.05, key="conv_dropout",
+    st.sidebar.slider("Epochs", *LIMITS["epochs"], key="epochs", help="Passes over the training images.")
+    st.sidebar.slider("Conv dropout", *LIMITS["conv_dropout"], step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
-    st.sidebar.slider("Dense dropout", 0.0, 0.9, step=0.05, key="dense_dropout",
+    st.sidebar.slider("Dense dropout", *LIMITS["dense_dropout"], step=0.05, key="dense_dropout",
                       help="Share of the 512 dense units switched off at random during training.")
     with st.sidebar.expander("More settings"):
-        st.number_input("Learning rate", min_value=1e-5, max_value=1.0, format="%.4f", key="learning_rate")
-        st.selectbox("Batch size", [16, 32, 64, 128, 256], key="batch_size")
-        st.number_input("Training images", min_value=100, max_value=FULL_TRAINING_SET, step=1000, key="train_size",
+        low, high = LIMITS["learning_rate"]
+        st.number_input("Learning rate", min_value=low, max_value=high, format="%.4f", key="learning_rate")
+        st.selectbox("Batch size", BATCH_SIZES, key="batch_size")
+        low, high = LIMITS["train_size"]
+        st.number_input("Training images", min_value=low, max_value=high, step=1000, key="train_size",
                         help="Train on a random subset for a quicker demo; 50,000 is the whole training set.")
-        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed",
+        low, high = LIMITS["seed"]
+        st.number_input("Seed", min_value=low, max_value=high, step=1, key="seed",
                         help="The same seed and settings train the same model.")
         st.selectbox("Optimizer", ["sgd", "adam"], key="optimizer", format_func=str.upper)
         st.selectbox("Learning-rate schedule", ["constant", "cosine"], key="schedule")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
 Optimizer = Literal["sgd", "adam"]
@@ -109,3 +110,34 @@ PRESETS: dict[str, TrainConfig] = {
     "Quick demo": QUICK_DEMO,
     "No dropout": NO_DROPOUT,
 }
+
+
+# The presets by the names the command line and "try this" links use.
+PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout"}
+# What a link may set, with how to read it from text.
+LINK_FIELDS = {"epochs": int, "conv_dropout": float, "dense_dropout": float, "learning_rate": float,
+               "batch_size": int, "train_size": int, "seed": int, "optimizer": str, "schedule": str,
+               "flip": lambda text: {"1": True, "true": True, "0": False, "false": False}[text.lower()],
+               "conv_start": str}
+
+
+def settings_from_link(params: Mapping[str, str]) -> tuple[Optional[str], TrainConfig, list[str]]:
+    """A "try this" link's settings, as `?preset=quick&epochs=3&dense_dropout=0`: the preset's
+    name (None when the link names none), its config with the link's values, and one line for
+    each value that was left out, saying why. Keys that are not settings are ignored."""
+    problems = []
+    preset = None
+    if "preset" in params:
+        preset = PRESET_NAMES.get(params["preset"].strip().lower())
+        if preset is None:
+            problems.append(f"preset={params['preset']} is not one of {', '.join(PRESET_NAMES)}")
+    config = PRESETS[preset] if preset else PRESETS["Seed recipe"]
+    for name, read in LINK_FIELDS.items():
+        if name not in params:
+            continue
+        try:
+            config = config.replace(**{name: read(params[name].strip())})
+        except (KeyError, ValueError) as error:
+            reason = str(error) if isinstance(error, ValueError) and name in str(error) else "not a value it can take"
+            problems.append(f"{name}={params[name]} was left out: {reason}")
+    return preset, config, problems

@@ -315,3 +315,23 @@ def test_a_link_to_a_run_cut_short_by_a_crash_says_it_was_interrupted_and_keeps_
     unknown.query_params["run"] = "20200101-000000-000000"
     unknown.run()
     assert any("There is no run" in w.value for w in unknown.warning)
+
+
+def test_a_try_this_link_fills_the_sidebar_and_says_what_it_could_not_use(runs_dir):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"preset": "quick", "epochs": "3", "dense_dropout": "0"})
+    at.run()
+    assert not at.exception
+    assert at.radio(key="preset").value == "Quick demo"
+    assert at.slider(key="epochs").value == 3 and at.slider(key="dense_dropout").value == 0.0
+    assert at.number_input(key="learning_rate").value == QUICK_DEMO.learning_rate
+    assert not at.sidebar.warning
+    bad = AppTest.from_file(APP, default_timeout=60)
+    bad.query_params.update({"epochs": "80", "batch_size": "100", "conv_dropout": "0.1"})
+    bad.run()
+    assert not bad.exception
+    assert bad.radio(key="preset").value == "Seed recipe"
+    assert bad.slider(key="epochs").value == PRESETS["Seed recipe"].epochs  # 80 is past the slider's 50
+    assert bad.slider(key="conv_dropout").value == 0.1
+    warning = bad.sidebar.warning[0].value
+    assert "epochs=80 was left out" in warning and "batch_size=100 was left out" in warning
