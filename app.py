@@ -200,7 +200,7 @@ def run_setup_ui() -> TrainConfig:
     """The sidebar's settings; returns the run they describe."""
     if "epochs" not in st.session_state:
         first_settings()
-    if problems := st.session_state.pop("link_problems", None):
+    if problems := st.session_state.get("link_problems"):  # every run: a line that came and went would shift the widgets
         st.sidebar.warning(problems)
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
