@@ -161,14 +161,15 @@ def first_settings() -> None:
         fill_from_preset()
         return
     preset, config, problems = settings_from_link(link)
+    base = PRESETS[preset or "Seed recipe"]  # what settings_from_link started from
     for key, (low, high) in LIMITS.items():
         value = getattr(config, key)
         if value is not None and not low <= value <= high:
             problems.append(f"{key}={value} was left out: the sidebar takes {low:g} to {high:g}")
-            config = config.replace(**{key: getattr(PRESETS[preset or "Seed recipe"], key)})
+            config = config.replace(**{key: getattr(base, key)})
     if config.batch_size not in BATCH_SIZES:
         problems.append(f"batch_size={config.batch_size} was left out: the sidebar takes {', '.join(map(str, BATCH_SIZES))}")
-        config = config.replace(batch_size=PRESETS[preset or "Seed recipe"].batch_size)
+        config = config.replace(batch_size=base.batch_size)
     st.session_state.preset = preset or config.preset or "Seed recipe"
     fill_from(config)
     if problems:

@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
-from cifar.config import PRESETS, TrainConfig
+from cifar.config import PRESET_NAMES, PRESETS, TrainConfig
 from cifar.data import DataError
 from cifar.images import ImageError
 from cifar.store import METRICS_FILE, MODEL_FILE, ModelFileError
-
-PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout"}
 
 
 def build_parser() -> argparse.ArgumentParser:
