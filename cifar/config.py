@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
 Optimizer = Literal["sgd", "adam"]
+Validation = Literal["held_out", "test", "none"]
 Schedule = Literal["constant", "cosine"]
 ConvStart = Literal["random", "pca"]
 
@@ -27,7 +28,7 @@ class TrainConfig:
     flip: bool = False  # mirror half the training images left-right each epoch (augmentation); the recipe does not
     conv_start: ConvStart = "random"  # the conv filters' start: Keras's random one, or principal components of patches (cifar.model)
     train_size: Optional[int] = None  # None trains on every training image; a number picks a subset for quick demos
-    validation: Literal["test", "none"] = "test"  # the per-epoch validation curve; the recipe only evaluates at the end
+    validation: Validation = "held_out"  # the per-epoch curve's images: held out of training ("test" was the old way; the recipe has none)
     seed: int = 0  # the same seed and config give the same metrics on CPU
     eval_batch_size: int = 128  # the recipe's evaluate(batch_size=128)
 
@@ -51,8 +52,8 @@ class TrainConfig:
             problems.append(f"schedule must be 'constant' or 'cosine', not {self.schedule!r}")
         if self.conv_start not in ("random", "pca"):
             problems.append(f"conv_start must be 'random' or 'pca', not {self.conv_start!r}")
-        if self.validation not in ("test", "none"):
-            problems.append(f"validation must be 'test' or 'none', not {self.validation!r}")
+        if self.validation not in ("held_out", "test", "none"):
+            problems.append(f"validation must be 'held_out', 'test' or 'none', not {self.validation!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -81,9 +82,20 @@ class TrainConfig:
         """The settings as a line a class can read: "Quick demo: 1 epoch, Adam at 0.0007, ..."."""
         preset = self.preset
         images = "all training images" if self.train_size is None else f"{self.train_size:,} training images"
+        if self.validation == "held_out":
+            images += f" ({held_out_size(self.train_size):,} held out for validation)"
         words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
                  f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")
         return f"{preset}: {words}" if preset else words
+
+
+HELD_OUT_IMAGES = 5_000  # the validation images held out of the full training set
+HELD_OUT_SHARE = 0.1  # of a training subset, the share held out instead
+
+
+def held_out_size(train_size: Optional[int]) -> int:
+    """How many of the training images a run holds out for its validation curve."""
+    return HELD_OUT_IMAGES if train_size is None else max(1, round(train_size * HELD_OUT_SHARE))
 
 
 SEED_RECIPE = TrainConfig()

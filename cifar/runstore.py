@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS runs (
     message TEXT NOT NULL DEFAULT '',
     summary TEXT NOT NULL DEFAULT '{}',
     progress TEXT NOT NULL DEFAULT '{}',
-    last_seq INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    watch TEXT,
+    pause_requested INTEGER NOT NULL DEFAULT 0,
+    queue_may_pass INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, submitted);
 CREATE TABLE IF NOT EXISTS events (
@@ -67,6 +70,11 @@ CREATE TABLE IF NOT EXISTS workers (
     run_id TEXT
 );
 """
+
+
+# Columns added since the first stores were made: a store made before them gets them on opening.
+_ADDED_COLUMNS = {"watch": "TEXT", "pause_requested": "INTEGER NOT NULL DEFAULT 0",
+                  "queue_may_pass": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class QueueFull(RuntimeError):
@@ -91,6 +99,9 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)  # what a saved run's metrics say, in brief
     progress: dict[str, Any] = field(default_factory=dict)  # the latest batch figures while it trains
     last_seq: int = 0
+    watch: Optional[list[dict[str, Any]]] = None  # the pictures its snapshots follow; None: the default list
+    pause_requested: bool = False
+    queue_may_pass: bool = False  # the teacher let queued runs train while this one is paused
 
     @property
     def active(self) -> bool:
@@ -106,6 +117,8 @@ def _record(row: sqlite3.Row) -> RunRecord:
         state=row["state"], submitted=row["submitted"], started=row["started"], ended=row["ended"],
         stop_requested=bool(row["stop_requested"]), pinned=bool(row["pinned"]), message=row["message"],
         summary=json.loads(row["summary"]), progress=json.loads(row["progress"]), last_seq=row["last_seq"],
+        watch=json.loads(row["watch"]) if row["watch"] else None, pause_requested=bool(row["pause_requested"]),
+        queue_may_pass=bool(row["queue_may_pass"]),
     )
 
 
@@ -118,6 +131,16 @@ class RunStore:
         self.path = self.runs_dir / STORE_FILE
         self._local = threading.local()
         self._db().executescript(_SCHEMA)  # each statement commits on its own; CREATE ... IF NOT EXISTS is idempotent
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        present = {row["name"] for row in self._all("PRAGMA table_info(runs)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in present:
+                try:
+                    self._db().execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:  # another process added it a moment ago
+                    pass
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -150,15 +173,18 @@ class RunStore:
     def _all(self, query: str, *args: Any) -> list[sqlite3.Row]:
         return self._db().execute(query, args).fetchall()
 
-    def submit(self, config: TrainConfig, owner: str, owner_name: str = "", limit: int = QUEUE_LIMIT) -> str:
-        """Queue a run; returns its id. Raises QueueFull when `limit` runs already wait."""
+    def submit(self, config: TrainConfig, owner: str, owner_name: str = "", limit: int = QUEUE_LIMIT,
+               watch: Optional[list[dict[str, Any]]] = None) -> str:
+        """Queue a run; returns its id. Raises QueueFull when `limit` runs already wait. `watch` is
+        the run's watch-list (cifar/snapshots.py); None gives the default one."""
         run_id = new_run_id()
         with self._write() as db:
             (waiting,) = db.execute("SELECT COUNT(*) FROM runs WHERE state = 'queued'").fetchone()
             if waiting >= limit:
                 raise QueueFull(f"The queue is full: {limit} runs are waiting. Try again when one has started.")
-            db.execute("INSERT INTO runs (run_id, owner, owner_name, config, state, submitted) VALUES (?, ?, ?, ?, 'queued', ?)",
-                       (run_id, owner, owner_name, json.dumps(config.to_dict()), time.time()))
+            db.execute("INSERT INTO runs (run_id, owner, owner_name, config, state, submitted, watch) "
+                       "VALUES (?, ?, ?, ?, 'queued', ?, ?)", (run_id, owner, owner_name, json.dumps(config.to_dict()),
+                                                             time.time(), None if watch is None else json.dumps(watch)))
         return run_id
 
     def claim(self, worker_id: str) -> Optional[RunRecord]:
@@ -204,6 +230,26 @@ class RunStore:
     def stop_requested(self, run_id: str) -> bool:
         row = self._one("SELECT stop_requested FROM runs WHERE run_id = ?", run_id)
         return bool(row and row["stop_requested"])
+
+    def request_pause(self, run_id: str, paused: bool = True) -> bool:
+        """Ask the worker training this run to pause (or to resume); False if it is not running.
+        Resuming also ends the teacher's leave for queued runs to go first."""
+        with self._write() as db:
+            return db.execute("UPDATE runs SET pause_requested = ?, queue_may_pass = queue_may_pass * ? "
+                              "WHERE run_id = ? AND state = 'running'", (int(paused), int(paused), run_id)).rowcount == 1
+
+    def let_queue_pass(self, run_id: str, allowed: bool = True) -> bool:
+        """Let queued runs train while this paused run waits (the teacher's call); False if it is not paused."""
+        with self._write() as db:
+            return db.execute("UPDATE runs SET queue_may_pass = ? WHERE run_id = ? AND state = 'running' "
+                              "AND pause_requested = 1", (int(allowed), run_id)).rowcount == 1
+
+    def controls(self, run_id: str) -> tuple[bool, bool, bool]:
+        """What the pages ask of a running run: (stop, pause, let the queue pass)."""
+        row = self._one("SELECT stop_requested, pause_requested, queue_may_pass FROM runs WHERE run_id = ?", run_id)
+        if row is None:
+            return False, False, False
+        return bool(row["stop_requested"]), bool(row["pause_requested"]), bool(row["queue_may_pass"])
 
     def cancel(self, run_id: str) -> bool:
         """Take a queued run out of the queue; False if it had already started or ended."""

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from cifar.config import TrainConfig
 from cifar.runstore import QUEUE_LIMIT, RUNS_KEPT, Event, RunRecord, RunStore
@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class Trainer(Protocol):
     store: RunStore
 
-    def submit(self, config: TrainConfig, owner: str, owner_name: str = "") -> str: ...
+    def submit(self, config: TrainConfig, owner: str, owner_name: str = "",
+               watch: Optional[list[dict[str, Any]]] = None) -> str: ...
     def stop(self, run_id: str) -> bool: ...
+    def pause(self, run_id: str, paused: bool = True) -> bool: ...
     def cancel(self, run_id: str) -> bool: ...
     def run(self, run_id: str) -> Optional[RunRecord]: ...
     def events(self, run_id: str, after: int = 0) -> list[Event]: ...
@@ -90,11 +92,15 @@ class LocalTrainer:
         with self._lock:
             return [process.pid for process in self._workers.values() if process is not None and process.poll() is None]
 
-    def submit(self, config: TrainConfig, owner: str, owner_name: str = "") -> str:
-        return self.store.submit(config, owner, owner_name, self.queue_limit)
+    def submit(self, config: TrainConfig, owner: str, owner_name: str = "",
+               watch: Optional[list[dict[str, Any]]] = None) -> str:
+        return self.store.submit(config, owner, owner_name, self.queue_limit, watch)
 
     def stop(self, run_id: str) -> bool:
         return self.store.request_stop(run_id)
+
+    def pause(self, run_id: str, paused: bool = True) -> bool:
+        return self.store.request_pause(run_id, paused)
 
     def cancel(self, run_id: str) -> bool:
         return self.store.cancel(run_id)

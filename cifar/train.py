@@ -10,10 +10,14 @@ events, so what the app draws is exactly what the CLI prints:
   short last batch always comes with the steps before it), ``epoch_*`` the
   epoch so far, ``images_done`` the whole run so far
 - ``{"event": "epoch", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", ...}``
+- ``{"event": "snapshot", "epoch", "filters", "watch", "seconds"}`` at step 0 and after each epoch,
+  when there is a watch-list (cifar/snapshots.py)
+- ``{"event": "paused", "epoch", "step", "progress", "images_done"}`` and ``{"event": "resumed",
+  ..., "paused_seconds"}`` around a pause
 - ``{"event": "end", "status": "finished" | "stopped" | "diverged", "reason"}``
 
-A stop request is honoured between two groups of steps, which take well under a second, and
-leaves the weights of the last completed step.
+A stop or pause request is honoured between two groups of steps, which take well under a
+second; a stop leaves the weights of the last completed step, a pause goes on from the same step.
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from cifar.backend import keras_module
-from cifar.config import TrainConfig
+from cifar.config import TrainConfig, held_out_size
 from cifar.model import build_model, principal_component_filters
 from cifar.predict import predict_probabilities
+from cifar.snapshots import take_snapshot
 from cifar.steps import TrainSteps, keep_mask, steps_per_call
 
 if TYPE_CHECKING:
@@ -57,6 +62,19 @@ def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> Arra
         return x, y
     picked = np.sort(np.random.default_rng(seed).permutation(len(x))[:size])
     return x[picked], y[picked]
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> tuple[Arrays, Arrays]:
+    """A run's training images and the validation images held out of them, disjoint: the subset
+    of `size` (all images when None) less a held-out 10% of it (5,000 of CIFAR's 50,000)."""
+    picked = np.random.default_rng([seed, 1]).permutation(len(x))
+    if size is not None and size < len(x):
+        picked = picked[:size]
+    held = min(held_out_size(size if size is not None and size < len(x) else None), len(picked) // 10 or 1)
+    if len(picked) < 2:
+        raise ValueError(f"{len(picked)} training image cannot be split into training and validation images")
+    train, validation = np.sort(picked[held:]), np.sort(picked[:held])
+    return (x[train], y[train]), (x[validation], y[validation])
 
 
 def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int, flip: bool = False,
@@ -168,11 +186,15 @@ class _Progress:
 
 
 def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Optional[Arrays] = None,
-        on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None) -> TrainResult:
+        on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None,
+        watched: Optional[np.ndarray] = None, pause: Optional[threading.Event] = None,
+        while_paused: Optional[Callable[[], None]] = None) -> TrainResult:
     """Train a built model in place, streaming events; returns how it went.
 
     A stop request is honoured before each compiled call of steps (a fraction of a second)
-    and leaves the weights of the last completed step.
+    and leaves the weights of the last completed step. While `pause` is set, training waits
+    before its next step, calling `while_paused` now and then, and goes on from that step
+    when it is cleared. With `watched` pictures, a snapshot is taken at step 0 and after each epoch.
     """
     keras = keras_module()
     on_event = on_event or (lambda event: None)
@@ -183,9 +205,13 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     steps = TrainSteps(model, config, steps_per_epoch)
     mask_rates = [(shape, steps.rates[name]) for name, shape in steps.mask_shapes.items()]
+    checked_on = {"source": config.validation if validation is not None else "none",
+                  "images": len(validation[0]) if validation is not None else 0}
     on_event({"event": "start", "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
-              "train_size": len(x_train), "config": config.to_dict()})
+              "train_size": len(x_train), "config": config.to_dict(), "validation": checked_on})
     progress = _Progress(on_event, config.epochs, steps_per_epoch, len(x_train))
+    if watched is not None:
+        on_event(take_snapshot(model, watched, 0))
     status, reason, history = "finished", "", []
     # An epoch whose images do not fill its last batch ends with a short one: a dozen pictures,
     # whose accuracy alone would draw a spike at every epoch boundary. It is reported together
@@ -197,6 +223,9 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
         chunk_started = time.perf_counter()
         groups = batch_groups(x_train, y_train, config.batch_size, config.seed, epoch - 1, config.flip, mask_rates)
         for group in prefetched(groups):
+            if pause is not None and pause.is_set() and not stop.is_set():
+                _wait_while_paused(progress, epoch, step, images_in_epoch, pause, stop, while_paused)
+                chunk_started = time.perf_counter()  # a pause is not training time
             if stop.is_set():
                 if held is not None:
                     progress.batch(epoch, step, images_in_epoch, held, (loss_sum, correct))
@@ -235,6 +264,8 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
             entry.update(val_loss=scores[0], val_accuracy=scores[1])
         history.append(entry)
         progress.epoch(entry)
+        if watched is not None:
+            on_event(take_snapshot(model, watched, epoch))
     if status == "stopped" and not progress.steps_done:
         reason = "Stopped by request before the first step."
     result = TrainResult(
@@ -244,6 +275,24 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
     )
     on_event({"event": "end", "status": result.status, "reason": result.reason})
     return result
+
+
+PAUSE_POLL_SECONDS = 0.1  # a resume takes effect within this
+
+
+def _wait_while_paused(progress: _Progress, epoch: int, step: int, images_in_epoch: int, pause: threading.Event,
+                       stop: threading.Event, while_paused: Optional[Callable[[], None]]) -> None:
+    images_done = (epoch - 1) * progress.train_size + images_in_epoch
+    where = {"epoch": epoch, "step": step, "images_done": images_done,
+             "progress": images_done / (progress.epochs * progress.train_size)}
+    progress.on_event({"event": "paused", **where})
+    paused_at = time.perf_counter()
+    while pause.is_set() and not stop.is_set():
+        if while_paused is not None:
+            while_paused()
+        time.sleep(PAUSE_POLL_SECONDS)
+    if not stop.is_set():
+        progress.on_event({"event": "resumed", **where, "paused_seconds": time.perf_counter() - paused_at})
 
 
 def evaluate(model: "keras.Model", x_test: np.ndarray, y_test: np.ndarray, class_names: list[str],
@@ -267,14 +316,20 @@ def evaluate(model: "keras.Model", x_test: np.ndarray, y_test: np.ndarray, class
 
 
 def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config: TrainConfig,
-                    on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None
-                    ) -> tuple["keras.Model", TrainResult]:
+                    on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None,
+                    watched: Optional[np.ndarray] = None, pause: Optional[threading.Event] = None,
+                    while_paused: Optional[Callable[[], None]] = None) -> tuple["keras.Model", TrainResult]:
     """Build the seed ConvNet for these classes and train it as the config says."""
     keras_module().utils.set_random_seed(config.seed)
     model = build_model(len(class_names), config.conv_dropout, config.dense_dropout)
-    if config.conv_start == "pca":  # from the images it will train on, never the test set
+    validation: Optional[Arrays] = None
+    if config.validation == "held_out":
+        train, validation = split_validation(*train, config.train_size, config.seed)
+    elif config.validation == "test":
+        validation = test
+    if config.conv_start == "pca":  # from the images it will train on, never the validation or test images
         train = subset(*train, config.train_size, config.seed)  # fit() then finds it already the right size
         conv = model.get_layer("conv")
         conv.set_weights(list(principal_component_filters(train[0], conv.filters, config.seed)))
-    validation = test if config.validation == "test" else None
-    return model, fit(model, train, config, validation, on_event, stop)
+    return model, fit(model, train, config, validation, on_event, stop, watched, pause, while_paused)
+

@@ -5,9 +5,11 @@ training for Python's lock.
     python -m cifar.worker --runs-dir runs [--data PATH] [--worker-id local-1]
 
 The web server starts one itself (cifar/service.py) and restarts it if it dies. The worker
-keeps the dataset loaded between runs, checks the store for a stop request four times a
-second, and after each save also writes the small files the pages predict with
-(cifar/inference.py). Started by a server, it ends when that server ends, even on kill -9.
+keeps the dataset loaded between runs, checks the store for a stop or pause request four
+times a second, and after each save also writes the small files the pages predict with
+(cifar/inference.py). A paused run holds the worker, so queued runs wait, unless the teacher
+lets them pass: the worker then trains them while the paused run waits in memory, and comes
+back to it. Started by a server, it ends when that server ends, even on kill -9.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -62,11 +65,11 @@ class RunRecorder:
         if kind == "download":
             self._write_progress(event, force=False)
             return
-        if kind in ("epoch", "end"):
-            self._flush()  # a curve point never mixes two epochs, and a run stopped mid-epoch keeps its last batches
+        if kind in ("epoch", "end", "paused"):
+            self._flush()  # a curve point never mixes two epochs, and a run stopped or paused mid-epoch keeps its last batches
         self.store.append(self.run_id, [event])
-        if kind in ("epoch", "end"):
-            self._write_progress({**(self._last_batch or {}), **event}, force=True)
+        if kind in ("epoch", "end", "paused", "resumed"):
+            self._write_progress({**(self._last_batch or {}), **event, "paused": kind == "paused"}, force=True)
 
     def _batch(self, event: Event) -> None:
         self._loss += event["loss"] * event["images"]
@@ -97,15 +100,27 @@ class RunRecorder:
             self.store.set_progress(self.run_id, {**event, "time": time.time()})
 
 
+@dataclass
+class _Training:
+    """A run this worker holds: training, or paused while queued runs pass."""
+
+    run_id: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    pause: threading.Event = field(default_factory=threading.Event)
+
+
 class Worker:
     """Takes runs from the store and trains them, one at a time."""
 
     def __init__(self, runs_dir: str | Path, data: Optional[str] = None, worker_id: str = "local-1") -> None:
         self.store = RunStore(runs_dir)
         self.runs_dir, self.data, self.worker_id = Path(runs_dir), data, worker_id
-        self.current: Optional[str] = None
-        self.stop = threading.Event()
+        self.holding: list[_Training] = []  # the run training now last; paused runs before it
         self._dataset: Optional[Dataset] = None
+
+    @property
+    def current(self) -> Optional[str]:
+        return self.holding[-1].run_id if self.holding else None
 
     def serve(self, until: Callable[[], bool] = lambda: False) -> None:
         """Train queued runs until `until()` says so (never, for a server's worker)."""
@@ -119,15 +134,20 @@ class Worker:
             self.train(run)
 
     def _watch(self) -> None:
-        """Beat the worker's heart in the store each second; pass on a stop request for the current run."""
+        """Beat the worker's heart in the store each second; pass on stop and pause requests for the runs it holds."""
         beat = 0.0
         while True:
             if time.monotonic() - beat >= 1.0:
                 self.store.heartbeat(self.worker_id, os.getpid())
                 beat = time.monotonic()
-            stop, current = self.stop, self.current  # in this order: a late stop request never reaches the next run
-            if current is not None and self.store.stop_requested(current):
-                stop.set()
+            for held in list(self.holding):  # each run's own events: a late request never reaches another run
+                stop, pause, _ = self.store.controls(held.run_id)
+                if stop:
+                    held.stop.set()
+                if pause:
+                    held.pause.set()
+                else:
+                    held.pause.clear()
             time.sleep(STOP_POLL_SECONDS)
 
     def dataset(self, progress: Callable[[Event], None]) -> Dataset:
@@ -136,12 +156,12 @@ class Worker:
         return self._dataset
 
     def train(self, run: RunRecord) -> None:
-        self.stop = threading.Event()  # the run's own, so the watcher cannot set it for the run before
-        self.current = run.run_id
+        held = _Training(run.run_id)
+        self.holding.append(held)
         record = RunRecorder(self.store, run.run_id)
 
         def loading_progress(event: Event) -> None:
-            if self.stop.is_set() or self.store.stop_requested(run.run_id):
+            if held.stop.is_set() or self.store.stop_requested(run.run_id):
                 raise StoppedWhileLoading  # ends a download between two chunks, leaving no partial file
             record(event)
 
@@ -149,8 +169,9 @@ class Worker:
             if self._dataset is None:
                 record({"event": "loading", "message": "Loading CIFAR-10…"})
             dataset = self.dataset(loading_progress)
-            metrics = run_training(run.config, self.runs_dir / run.run_id, self.data, record, self.stop, dataset,
-                                   for_pages=True)
+            metrics = run_training(run.config, self.runs_dir / run.run_id, self.data, record, held.stop, dataset,
+                                   for_pages=True, watch_list=run.watch, pause=held.pause,
+                                   while_paused=lambda: self._let_queue_pass(run.run_id))
             self.store.finish(run.run_id, metrics["status"], metrics.get("reason", ""), summary_of(metrics))
         except StoppedWhileLoading:
             reason = "Stopped by request while the data was loading: nothing was trained."
@@ -162,7 +183,13 @@ class Worker:
             traceback.print_exc()
             self._fail(run.run_id, record, f"Training failed: {type(error).__name__}: {error}")
         finally:
-            self.current = None
+            self.holding.remove(held)
+
+    def _let_queue_pass(self, paused_run: str) -> None:
+        """While a run is paused: if the teacher lets the queue pass, train the next queued run now."""
+        if self.store.controls(paused_run)[2] and (run := self.store.claim(self.worker_id)) is not None:
+            log.info("run %s is paused; training %s meanwhile", paused_run, run.run_id)
+            self.train(run)
 
     def _fail(self, run_id: str, record: RunRecorder, message: str) -> None:
         record({"event": "failed", "message": message})

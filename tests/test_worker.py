@@ -273,3 +273,46 @@ def test_after_shutdown_no_worker_is_restarted(restarted):
     time.sleep(2.5 * WATCH_SECONDS)  # the watcher would have replaced them by now
     assert trainer.worker_pids() == []
     assert trainer.run(queued).state == "queued"
+
+
+def test_a_paused_run_holds_the_queue_until_the_teacher_lets_it_pass_then_resumes(tmp_path, tiny_archive):
+    from cifar.snapshots import upload_item
+
+    worker = Worker(tmp_path / "runs", data=str(tiny_archive), worker_id="local-1")
+    store, done = worker.store, threading.Event()
+    picture = np.full((32, 32, 3), 200, np.uint8)
+    paused_run = store.submit(LONG, owner="teacher", watch=[upload_item("mine.png", picture), {"test_index": 0}])
+    waiting = store.submit(SHORT, owner="student")
+    serving = threading.Thread(target=worker.serve, kwargs=dict(until=done.is_set), daemon=True)
+    serving.start()
+    try:
+        wait_for(lambda: curve_points(store, paused_run), 90, "the first curve point")
+        assert store.request_pause(paused_run)
+        wait_for(lambda: any(e["event"] == "paused" for e in store.events_after(paused_run)), 10, "the pause")
+        steps = len(curve_points(store, paused_run))
+        time.sleep(1.5)
+        assert store.get(waiting).state == "queued"  # a paused run still holds the worker
+        assert len(curve_points(store, paused_run)) == steps and store.get(paused_run).progress["paused"]
+        assert store.let_queue_pass(paused_run)
+        passed = wait_for(lambda: (run := store.get(waiting)).state not in ("queued", "running") and run, 90,
+                          "the queued run to pass")
+        assert passed.state == "finished", passed.message
+        assert store.get(paused_run).state == "running" and len(curve_points(store, paused_run)) == steps
+        assert store.request_pause(paused_run, False)
+        wait_for(lambda: len(curve_points(store, paused_run)) > steps, 30, "training to go on")
+        assert not store.get(paused_run).queue_may_pass  # the leave ended with the pause
+        store.request_stop(paused_run)
+        wait_for(lambda: store.get(paused_run).state == "stopped", 30, "the stop")
+    finally:
+        done.set()
+        serving.join(30)
+    events = store.events_after(paused_run)
+    [watch_list] = [e for e in events if e["event"] == "watch_list"]
+    assert [item.get("name") for item in watch_list["items"]] == ["mine.png", None]
+    from tests.synthetic import learnable_images
+
+    assert watch_list["items"][1]["label"] == learnable_images(200, seed=1)[1][0]  # the tiny archive's test labels
+    first = next(e for e in events if e["event"] == "snapshot")
+    assert first["epoch"] == 0 and np.array(first["watch"]).shape[0] == 2
+    kinds = [e["event"] for e in events]
+    assert kinds.index("paused") < kinds.index("resumed")
