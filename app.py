@@ -33,6 +33,7 @@ from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.live_parts import LiveParts, live_mode
 from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
+from ui.watch_views import live_snapshot_ui, replay_ui, watch_list_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
 STATUS_SECONDS = 1.5  # how often a page watching a run redraws its progress
@@ -176,6 +177,15 @@ def first_settings() -> None:
         st.session_state.link_problems = "The link's settings: " + "; ".join(problems) + "."
 
 
+def watch_list_choices() -> tuple[Optional[np.ndarray], Optional[list[str]]]:
+    """The test labels and class names the watch-list is picked from; none when the data cannot be loaded."""
+    try:
+        _, y_test, class_names = test_split()
+    except Exception:  # the page says why where it needs the data; the worker then uses its default list
+        return None, None
+    return y_test, class_names
+
+
 def visitor_ui() -> Visitor:
     """Who this page is: its session (the owner of the runs it queues), a name, and whether it is the teacher's."""
     if "session" not in st.session_state:
@@ -278,6 +288,13 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     # Fixed labels: a button whose label changes is a new element, and the page would briefly show two.
     train = left.button("Train", key="train", type="primary", width="stretch")
     stop = right.button("Stop", key="stop", disabled=target is None, width="stretch")
+    running = target is not None and target.state == "running"
+    left, right = st.sidebar.columns(2)
+    left.button("Pause", key="pause", disabled=not running or target.pause_requested, width="stretch",
+                on_click=pause_run, args=(target, True),
+                help="Training waits at its next step, with everything it has learned, until Resume.")
+    right.button("Resume", key="resume", disabled=not running or not target.pause_requested, width="stretch",
+                 on_click=pause_run, args=(target, False))
     words = []
     if speed:  # a promise from this machine's own measured speed, or none at all
         words.append(f"These settings take about {duration(expected_seconds(config, speed))} here "
@@ -288,15 +305,43 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     return train, stop
 
 
-def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None:
+def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor, watch: Optional[list[dict]] = None) -> None:
     try:
-        run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set))
+        run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set), watch)
     except QueueFull as full:
         st.sidebar.error(str(full))
         return
     board().changed()
     show_run(run_id)
     st.rerun()  # the page was drawn for the previous run: draw it for this one
+
+
+def pause_run(target: RunRecord, paused: bool) -> None:
+    """Pause's and Resume's callback: only the teacher or the run's owner may."""
+    refusal = run_refusal(st.session_state.visitor, "pause" if paused else "resume", target.owner)
+    if refusal:
+        st.session_state.refusal = refusal
+        st.toast(refusal)
+        return
+    trainer().pause(target.run_id, paused)
+    board().changed()
+
+
+def let_queue_pass_ui(target: Optional[RunRecord], queued: list[RunRecord], who: Visitor) -> None:
+    """While a run is paused, queued runs wait for it, unless the teacher lets them go first."""
+    if target is None or not target.pause_requested or not queued:
+        return
+    if target.queue_may_pass:
+        st.sidebar.caption("Queued runs are training while this run is paused; it goes on when resumed.")
+        return
+    if st.sidebar.button("Let queued runs go first", key="let_queue_pass", width="stretch",
+                         help="The paused run waits, with all it has learned, while the queue trains."):
+        if refusal := teacher_refusal(who, "let queued runs go before a paused one"):
+            st.sidebar.warning(refusal)
+        else:
+            trainer().store.let_queue_pass(target.run_id)
+            board().changed()
+            st.rerun()
 
 
 def stop_run(service: LocalTrainer, target: RunRecord, who: Visitor) -> None:
@@ -363,12 +408,12 @@ def queue_words(drawn: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
         st.caption(f"{len(queued)} of at most {QUEUE_LIMIT} runs waiting.{full} One run trains at a time.")
 
 
-def activity_ui(run_id: str, shown_state: str) -> None:
+def activity_ui(run_id: str, shown_state: str, shown_pause: bool) -> None:
     """The part of the page that redraws most often: the run on screen while it trains (one
     element, so a class watching costs the server little), or its place while it waits."""
     record = board().run(run_id)
-    if record is None or record.state != shown_state:
-        st.rerun(scope="app")  # it started or ended: the rest of the page changes too
+    if record is None or record.state != shown_state or record.pause_requested != shown_pause:
+        st.rerun(scope="app")  # it started, ended, paused or resumed: the rest of the page changes too
     if record.state == "running":
         st.progress(*training_status(record))
     elif record.state == "queued":
@@ -388,6 +433,12 @@ def training_status(record: RunRecord) -> tuple[float, str]:
     status = "Stopping…" if record.stop_requested else "Training…"
     if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
         status = "Testing on the test set and saving…"
+    elif record.pause_requested:
+        where = f"epoch {progress['epoch']} of {record.config.epochs}"
+        if not progress.get("paused"):
+            return min(1.0, progress["progress"]), f"Pausing at the next step… {where}"
+        passing = " · queued runs are training meanwhile" if record.queue_may_pass else ""
+        return min(1.0, progress["progress"]), f"Paused in {where}: Resume goes on from the same step{passing}"
     # The first seconds run slower than the rest (tracing, warm caches): a time left from them overstates.
     settled = progress.get("elapsed", 0) >= SETTLED_SECONDS
     left = f"{duration(progress.get('remaining'))} left" if settled else "time left: estimating…"
@@ -402,6 +453,22 @@ def live_curves_ui(live: LiveParts, run_id: str, epochs: int) -> None:
     run.refresh()
     if run.batches():
         curves_ui(run.figures(epochs), live.key("live_curves"))
+
+
+def live_watch_ui(run_id: str, epochs: int) -> None:
+    """The newest snapshot of the watch-list and the filters; they change once an epoch."""
+    run = live_run(run_id)
+    run.refresh()
+    watch_lists = run.of_kind("watch_list")
+    with shown_as_error("showing the watch-list"):
+        x_test, _, class_names = test_split()
+        live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"] if watch_lists else [], class_names, x_test,
+                         epochs)
+
+
+CURVE_WORDS = ("**The curves.** Loss (left) should fall and accuracy (right) rise as the network sees more pictures. "
+               "Blue is measured on the training pictures, orange on pictures held out of training: when blue keeps "
+               "improving and orange stalls, the gap between them is the network memorising its training pictures.")
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -502,17 +569,21 @@ def main() -> None:
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:3.25rem}"
             "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
     service = trainer()
-    who = visitor_ui()
+    who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
     config = run_setup_ui()
+    watch = watch_list_ui(*watch_list_choices())
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
     running, queued, speed = board().snapshot()
     target = stop_target(record, running)
     train, stop = controls_ui(target, bool(running or queued), config, speed)
+    if refusal := st.session_state.pop("refusal", None):
+        st.sidebar.warning(refusal)
+    let_queue_pass_ui(target, queued, who)
     if stop and target is not None:
         stop_run(service, target, who)
     if train:
-        submit_run(service, config, who)
+        submit_run(service, config, who, watch)
     st.markdown("### Watch a ConvNet learn")
     if run_id is None:  # a first visit: what the network is, open, before anything else
         with st.expander("What is this network?", expanded=True), shown_as_error("showing the network"):
@@ -521,7 +592,7 @@ def main() -> None:
     watching = record is not None and record.active
     live = LiveParts(stream=live_mode(secret("LIVE_UPDATES")) == "stream")
     if watching:
-        live.add(STATUS_SECONDS, activity_ui, record.run_id, record.state)
+        live.add(STATUS_SECONDS, activity_ui, record.run_id, record.state, record.pause_requested)
     queue_shown = queue_ui(service, who, live, CURVES_SECONDS if watching else IDLE_SECONDS)
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
@@ -531,7 +602,9 @@ def main() -> None:
         st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
                    "**Train**, or open a saved run.")
     elif record is not None and record.state == "running":
+        st.caption(CURVE_WORDS)
         live.add(CURVES_SECONDS, live_curves_ui, live, record.run_id, record.config.epochs)
+        live.add(CURVES_SECONDS, live_watch_ui, record.run_id, record.config.epochs)
     elif record is not None and record.state not in SAVED and record.state != "queued":
         ended_without_model_ui(record)
     # While this run trains (or waits), the class keeps testing the last model that finished.
@@ -548,6 +621,9 @@ def main() -> None:
     with results, shown_as_error("showing the results"):
         if run is not None:
             results_ui(run)
+            x_test, _, class_names = test_split()
+            replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
+                      run.metrics.get("config", {}).get("epochs", 1))
         else:
             st.info("The test results appear here when this run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):
@@ -567,7 +643,7 @@ def main() -> None:
         with st.expander("What is this network?"), shown_as_error("showing the network"):
             network_ui()
     # Streaming, the script stays here, redrawing what changes, until the page must be drawn anew.
-    live.follow(layout=(run_id, record.state if record else None, queue_shown,
+    live.follow(layout=(run_id, record.state if record else None, record.pause_requested if record else None, queue_shown,
                         tested.run_id if tested else None, model is None))
 
 

@@ -37,22 +37,35 @@ def thinned(count: int, limit: int = MAX_POINTS) -> list[int]:
 CURVE_TITLES = {"loss": "Loss (lower is better)", "accuracy": "Accuracy (higher is better)"}
 
 
+def validation_label(checked_on: dict[str, Any] | None) -> str:
+    """What a run's validation curve was computed on, as its legend says it: runs from before the
+    held-out split (no record of it) validated on the test set."""
+    checked_on = checked_on or {"source": "test"}
+    if checked_on.get("source") == "held_out":
+        images = checked_on.get("images")
+        return f"validation ({images:,} held-out images)" if images else "validation (held-out images)"
+    return "validation (test set)"
+
+
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
-                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> tuple[go.Figure, go.Figure]:
+                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False,
+                    validation: str = "validation (test set)", pauses: Sequence[float] = ()) -> tuple[go.Figure, go.Figure]:
     """Loss and accuracy against epochs, as two figures: side by side on a projector, one above
     the other on a phone, each with its own title (app.py puts them in columns)."""
-    return (learning_curve("loss", batches, history, epochs, x_max, max_points, lean),
-            learning_curve("accuracy", batches, history, epochs, x_max, max_points, lean))
+    return (learning_curve("loss", batches, history, epochs, x_max, max_points, lean, validation, pauses),
+            learning_curve("accuracy", batches, history, epochs, x_max, max_points, lean, validation, pauses))
 
 
 def learning_curve(key: str, batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
-                   x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False) -> go.Figure:
+                   x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False,
+                   validation: str = "validation (test set)", pauses: Sequence[float] = ()) -> go.Figure:
     """One metric against epochs: every few batches (raw, faint, and smoothed) and per epoch.
 
     The x axis spans x_max epochs: all planned epochs while training, so the curve's progress
     shows; only those trained for a finished or stopped run, so it fills the chart. A lean
     figure (the live one, sent to every watching page again and again) carries its values as
-    float32 and no template: about a quarter of the bytes.
+    float32 and no template: about a quarter of the bytes. Each pause is a dashed vertical line
+    where it happened, in epochs.
     """
     x_max = x_max or max(1, epochs)
     figure = go.Figure()
@@ -77,8 +90,11 @@ def learning_curve(key: str, batches: list[dict[str, Any]], history: list[dict[s
     if validated:
         figure.add_trace(go.Scatter(x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
                                     mode="markers+lines", marker=dict(size=9, color=VALIDATION_COLOUR, symbol="diamond"),
-                                    line=dict(color=VALIDATION_COLOUR, width=2.5), name="validation (test set)",
+                                    line=dict(color=VALIDATION_COLOUR, width=2.5), name=validation,
                                     hovertemplate="epoch %{x}<br>%{y:.3f}<extra>validation</extra>"))
+    for at in pauses:
+        figure.add_vline(x=at, line=dict(color="#888", dash="dash", width=1.5), annotation_text="paused",
+                         annotation_position="top", annotation_font=dict(size=12, color="#666"))
     figure.update_xaxes(title_text="epoch", range=[0, x_max * 1.02])
     if key == "accuracy":
         figure.update_yaxes(range=[0, 1], tickformat=".0%")

@@ -45,15 +45,33 @@ class LiveRun:
     def history(self) -> list[Event]:
         return [event for event in self.events if event["event"] == "epoch"]
 
+    def of_kind(self, kind: str) -> list[Event]:
+        return [event for event in self.events if event["event"] == kind]
+
+    def pauses(self) -> list[float]:
+        """Where the run was paused, in epochs."""
+        return pause_positions(self.events)
+
+    def validation_label(self) -> str:
+        start = next((event for event in self.events if event["event"] == "start"), {})
+        return charts.validation_label(start.get("validation"))
+
     def figures(self, epochs: int, x_max: Optional[float] = None) -> Any:
         """The live learning curves (loss, accuracy), rebuilt when new points came and the last build is BUILD_SECONDS old."""
         with self._lock:
             stale = self._figure_seq != self.seq and time.monotonic() - self._built_at >= BUILD_SECONDS
             if self._figures is None or stale or x_max is not None:
                 self._figures = charts.learning_curves(self.batches(), self.history(), epochs, x_max=x_max,
-                                                      max_points=LIVE_POINTS, lean=True)
+                                                      max_points=LIVE_POINTS, lean=True,
+                                                      validation=self.validation_label(), pauses=self.pauses())
                 self._figure_seq, self._built_at = self.seq, time.monotonic()
             return self._figures
+
+
+def pause_positions(events: list[Event]) -> list[float]:
+    """Where each pause among a run's events happened, in epochs (a run's events or a saved run's "pauses")."""
+    epochs = next((event["epochs"] for event in events if event["event"] == "start"), None)
+    return [event["progress"] * (epochs or 1) for event in events if event["event"] == "paused"] if epochs else []
 
 
 class Board:

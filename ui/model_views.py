@@ -16,6 +16,7 @@ from cifar.images import ImageError, load_image, to_network_input
 from cifar.data import CIFAR10_CLASSES
 from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
 from cifar.store import SavedRun
+from ui.watch_views import add_to_watch_list, upload_watch_button
 
 GALLERY_SIZE = 24
 NO_TOOLBAR = {"displayModeBar": False}  # Plotly's toolbar covered chart titles and bars on a projector and a phone
@@ -63,7 +64,9 @@ def results_ui(run: SavedRun) -> None:
         st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
-    curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1)), f"curves_{run.run_id}")
+    pauses = [event["progress"] * epochs for event in metrics.get("pauses", []) if event.get("event") == "paused"]
+    curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
+                                     validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
@@ -122,6 +125,8 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
                 st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
                 if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
                     st.session_state.inspected = int(index)
+                st.button("Watch", key=f"watch_{index}", width="stretch", on_click=add_to_watch_list,
+                          args=({"test_index": int(index)},), help="Follow this picture epoch by epoch in your next run.")
                 st.caption(tile_words(class_names[predicted[index]], class_names[y_test[index]]))
     # Open until dismissed, not only in the run its button started: the page may be drawn again
     # meanwhile (a run starting or ending, a live page starting to stream).
@@ -191,3 +196,4 @@ def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> 
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
                               width="stretch", theme=None, config=NO_TOOLBAR)
             inside_ui(model, network_input)
+        upload_watch_button(file.name, network_input, key=f"watch_upload_{file.file_id}")

@@ -1,0 +1,131 @@
+"""What the network learns, epoch by epoch: its conv filters and what it says of the pictures on
+its watch-list, live while a run trains and replayed with an epoch slider afterwards. The
+snapshots are taken by the training worker (cifar/snapshots.py); these parts only draw them.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import streamlit as st
+
+from cifar.inside import conv_filters
+from cifar.snapshots import WATCH_LIMIT, default_watch_list, item_pixels, predictions_story, upload_item
+
+WATCH_TILE = 72  # px: eight tiles in a row beside the filters on a projector, four on a phone
+WATCH_WORDS = ("**The watch-list**: the same pictures, asked again after every epoch. Under each, what the network "
+               "calls it and how sure it is: green when right, red when wrong. Watch a picture change its answer as "
+               "the network learns; the ones it keeps getting wrong are the hard ones.")
+FILTER_WORDS = ("**The 32 conv filters**, each 3×3 pixels, colours stretched. They start as random noise; as the "
+                "network learns they become edges, stripes and colour blobs: the patterns it looks for everywhere "
+                "in a picture.")
+Item = dict[str, Any]
+
+
+def option_id(item: Item) -> str:
+    return f"upload:{item['name']}" if "pixels" in item else f"test:{item['test_index']}"
+
+
+def watch_list_ui(y_test: Optional[np.ndarray], class_names: Optional[list[str]]) -> Optional[list[Item]]:
+    """The sidebar's watch-list for the next run: 8 test images of different classes to start
+    with, plus what the user added with "Watch" in the gallery or under an upload. Returns the
+    items, or None (the worker's default) when the test images are not loaded."""
+    if y_test is None or class_names is None:
+        return None
+    defaults = [option_id(item) for item in default_watch_list(y_test)]
+    added = st.session_state.setdefault("watch_added", {})
+    options = list(dict.fromkeys([*defaults, *added]))
+    if "watch_list" not in st.session_state:
+        st.session_state.watch_list = defaults
+
+    def label(option: str) -> str:
+        kind, _, name = option.partition(":")
+        return f"your picture {name}" if kind == "upload" else f"test image {name}: {class_names[int(y_test[int(name)])]}"
+
+    with st.sidebar.expander("Watch-list"):
+        st.multiselect("Pictures the live view follows", options, key="watch_list", format_func=label,
+                       max_selections=WATCH_LIMIT,
+                       help="After every epoch the network is asked about these pictures again. Add any test image "
+                            "with Watch in the test images, or one of your pictures under it, before you train.")
+    chosen = st.session_state.watch_list
+    return [added.get(option) or {"test_index": int(option.partition(":")[2])} for option in chosen]
+
+
+def add_to_watch_list(item: Item) -> None:
+    """A button's callback: the item joins the watch-list of the next run."""
+    option = option_id(item)
+    st.session_state.setdefault("watch_added", {})[option] = item
+    chosen = list(st.session_state.get("watch_list", []))
+    if option not in chosen and len(chosen) < WATCH_LIMIT:
+        st.session_state.watch_list = [*chosen, option]
+    st.toast("Added to the watch-list of your next run.")
+
+
+def upload_watch_button(name: str, pixels: np.ndarray, key: str) -> None:
+    st.button("Watch it in the next run", key=key, on_click=add_to_watch_list, args=(upload_item(name, pixels),),
+              help="The live view then shows what the network says of this picture after every epoch.")
+
+
+def snapshot_ui(snapshot: dict[str, Any], items: Sequence[Item], class_names: list[str], x_test: np.ndarray,
+                stories: Optional[list[str]] = None) -> None:
+    """One snapshot: the watch-list's predictions beside the filters (stacked on a phone)."""
+    pictures, filters = st.columns([3, 2])
+    with pictures:
+        st.markdown(WATCH_WORDS)
+        with st.container(horizontal=True, gap="small"):
+            for position, (item, row) in enumerate(zip(items, snapshot["watch"])):
+                with st.container(width=WATCH_TILE, gap=None):
+                    tile_ui(item, np.asarray(row), class_names, x_test)
+                    if stories:
+                        st.caption(stories[position])
+    with filters:
+        st.markdown(FILTER_WORDS)
+        st.image(conv_filters(np.asarray(snapshot["filters"]), scale=8), width="stretch")
+
+
+def tile_ui(item: Item, probabilities: np.ndarray, class_names: list[str], x_test: np.ndarray) -> None:
+    from ui.model_views import pixels_large  # ui.model_views draws this module's Watch buttons
+
+    best = int(probabilities.argmax())
+    said, sure = class_names[best], float(probabilities[best])
+    truth = class_names[item["label"]] if "label" in item else None
+    colour = "blue" if truth is None else "green" if said == truth else "red"
+    st.image(pixels_large(item_pixels(item, x_test), WATCH_TILE), width=WATCH_TILE)
+    st.markdown(f":{colour}[**{said}**] {sure:.0%}")
+    st.progress(min(1.0, max(0.0, sure)))
+    st.caption(f"is: {truth}" if truth else f"yours: {item['name'][:14]}")
+
+
+def epoch_words(epoch: int, epochs: int) -> str:
+    return "Before training (step 0)" if epoch == 0 else f"After epoch {epoch} of {epochs}"
+
+
+def live_snapshot_ui(snapshots: list[dict[str, Any]], items: Sequence[Item], class_names: list[str],
+                     x_test: np.ndarray, epochs: int) -> None:
+    """The newest snapshot of a run that trains."""
+    if not snapshots or not items:
+        st.caption("The watch-list and the filters appear here when training starts, and change after every epoch.")
+        return
+    latest = snapshots[-1]
+    st.markdown(f"##### What it has learned so far · {epoch_words(latest['epoch'], epochs).lower()}")
+    snapshot_ui(latest, items, class_names, x_test)
+
+
+def replay_ui(snapshots: list[dict[str, Any]], items: Sequence[Item], class_names: list[str], x_test: np.ndarray,
+              epochs: int, key: str = "epoch_scrub") -> None:
+    """A finished run's snapshots, one epoch at a time, and each picture's story over them all."""
+    if not snapshots or not items:
+        return
+    st.markdown("#### What it learned, epoch by epoch")
+    recorded = [snapshot["epoch"] for snapshot in snapshots]
+    if len(recorded) > 1:
+        epoch = st.select_slider("Epoch", recorded, value=recorded[-1], key=key,
+                                 format_func=lambda e: "step 0" if e == 0 else f"epoch {e}",
+                                 help="Slide back to see the filters and the answers as they were after that epoch.")
+    else:
+        epoch = recorded[0]
+    snapshot = snapshots[recorded.index(epoch)]
+    stories = [predictions_story([s["watch"][position] for s in snapshots], class_names, recorded)
+               for position in range(len(items))]
+    st.caption(f"{epoch_words(epoch, epochs)}. Under each picture, what the network called it over the whole run.")
+    snapshot_ui(snapshot, items, class_names, x_test, stories)
