@@ -335,3 +335,84 @@ def test_a_try_this_link_fills_the_sidebar_and_says_what_it_could_not_use(runs_d
     assert bad.slider(key="conv_dropout").value == 0.1
     warning = bad.sidebar.warning[0].value
     assert "epochs=80 was left out" in warning and "batch_size=100 was left out" in warning
+
+
+def test_the_watch_list_starts_with_eight_classes_takes_a_gallery_picture_and_replays_by_epoch(runs_dir):
+    from cifar.runstore import RunStore
+    from tests.synthetic import learnable_images
+
+    at = new_app()
+    y_test = learnable_images(200, seed=1)[1]  # the tiny archive's test labels
+    first = at.multiselect(key="watch_list").value
+    assert len(first) == 8 and len({int(y_test[int(option.split(":")[1])]) for option in first}) == 8
+    quick_settings(at, epochs=2)
+    train_to_the_end(at)
+    watch_buttons = [button for button in at.button if button.key and button.key.startswith("watch_")
+                     and button.key[len("watch_"):].isdigit()]
+    added = int(watch_buttons[0].key.split("_")[1])
+    watch_buttons[0].click().run()
+    assert at.multiselect(key="watch_list").value == [*first, f"test:{added}"]
+    at.button(key="train").click().run()
+    run_id = at.session_state.run_id
+    train_to_the_end_of(at, run_id, runs_dir)
+    events = RunStore(runs_dir).events_after(run_id)
+    [watched] = [event["items"] for event in events if event["event"] == "watch_list"]
+    assert [item["test_index"] for item in watched] == [*[int(o.split(":")[1]) for o in first], added]
+    assert [event["epoch"] for event in events if event["event"] == "snapshot"] == [0, 1, 2]
+    scrub = at.select_slider(key="epoch_scrub")
+    assert list(scrub.options) == ["step 0", "epoch 1", "epoch 2"] and scrub.value == 2
+    assert any("After epoch 2 of 2" in caption.value for caption in at.caption)
+    scrub.set_value(0).run()
+    assert any("Before training (step 0)" in caption.value for caption in at.caption)
+    stories = [caption.value for caption in at.caption if " at epoch" in caption.value or "from epoch" in caption.value]
+    assert len(stories) == 9  # one story per watched picture
+
+
+def train_to_the_end_of(at: AppTest, run_id: str, runs_dir: Path) -> None:
+    from cifar.runstore import RunStore
+
+    store = RunStore(runs_dir)
+    deadline = time.monotonic() + 120
+    while store.get(run_id).state in ("queued", "running"):
+        assert time.monotonic() < deadline, "the run did not end in time"
+        time.sleep(0.5)
+    time.sleep(1.0)  # the worker writes the pages' copy of the model after it saves
+    at.run()
+
+
+def test_pause_and_resume_by_the_owner_or_the_teacher_and_the_curves_show_the_pause(runs_dir, monkeypatch):
+    from cifar.runstore import RunStore
+
+    monkeypatch.setenv("CIFAR_TEACHER_CODE", "owl-42")
+    owner = new_app()
+    owner.slider(key="epochs").set_value(50).run()
+    owner.button(key="train").click().run()
+    run_id = owner.session_state.run_id
+    wait_for(owner, training)
+    store = RunStore(runs_dir)
+    student = new_app()
+    assert student.session_state.run_id == run_id and not student.button(key="pause").disabled
+    student.button(key="pause").click().run()
+    assert "Only the teacher or whoever started this run can pause it." in [w.value for w in student.warning]
+    assert not store.get(run_id).pause_requested
+    owner.button(key="pause").click().run()
+    assert store.get(run_id).pause_requested and owner.button(key="pause").disabled
+    paused = wait_for(owner, lambda at: any("Paused in epoch" in text for text in progress_texts(at)))
+    points = len([e for e in store.events_after(run_id) if e["event"] == "batch"])
+    time.sleep(1.5)
+    assert len([e for e in store.events_after(run_id) if e["event"] == "batch"]) == points
+    owner.button(key="resume").click().run()
+    assert not store.get(run_id).pause_requested
+    wait_for(owner, lambda at: len([e for e in store.events_after(run_id) if e["event"] == "batch"]) > points)
+    owner.button(key="stop").click().run()
+    wait_for(owner, lambda at: any(m.label == "Test accuracy" for m in at.metric))
+    loss_chart = next(chart for chart in owner.get("plotly_chart") if "Loss" in chart.proto.spec)
+    import json
+
+    shapes = json.loads(loss_chart.proto.spec)["layout"].get("shapes", [])
+    assert len(shapes) == 1 and shapes[0]["line"]["dash"] == "dash"  # the pause, where it happened
+    assert paused
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [element.proto.text for element in at.get("progress")]

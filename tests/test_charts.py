@@ -65,3 +65,16 @@ def test_class_names_take_the_article_they_sound_with():
 
     assert [with_article(name) for name in ("airplane", "automobile", "cat", "Elephant")] == [
         "an airplane", "an automobile", "a cat", "an Elephant"]
+
+
+def test_the_validation_curve_is_named_by_what_it_was_computed_on_and_a_pause_is_drawn_where_it_happened():
+    batches = [{"progress": p, "loss": 1.0, "accuracy": 0.5} for p in (0.25, 0.5, 0.75, 1.0)]
+    history = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
+               {"epoch": 2, "loss": 0.8, "accuracy": 0.6, "val_loss": 1.0, "val_accuracy": 0.45}]
+    label = charts.validation_label({"source": "held_out", "images": 5000})
+    assert label == "validation (5,000 held-out images)"
+    assert charts.validation_label(None) == "validation (test set)"  # runs from before the split validated on it
+    _, accuracy = charts.learning_curves(batches, history, 2, validation=label, pauses=[0.5])
+    assert label in [trace.name for trace in accuracy.data]
+    [line] = accuracy.layout.shapes
+    assert line.x0 == line.x1 == 0.5 and line.line.dash == "dash"
