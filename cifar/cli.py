@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--train-size", type=int, help="train on a random subset of this many images")
     train.add_argument("--seed", type=int)
-    train.add_argument("--no-validation", action="store_true", help="skip the per-epoch validation on the test set")
+    train.add_argument("--validation", choices=["held_out", "test", "none"],
+                       help="what the per-epoch validation curve is computed on (default: held_out, images held out "
+                            "of the training set: 5,000, or 10%% of --train-size; test: the test set, the old way)")
+    train.add_argument("--no-validation", action="store_true", help="no per-epoch validation (--validation none)")
     train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download)")
     train.add_argument("--out", required=True, help="folder for model.keras and metrics.json")
 
@@ -54,6 +57,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         for name in ("epochs", "conv_dropout", "dense_dropout", "batch_size", "learning_rate", "train_size", "seed")
         if getattr(args, name) is not None
     }
+    if args.validation:
+        changes["validation"] = args.validation
     if args.no_validation:
         changes["validation"] = "none"
     return PRESETS[PRESET_NAMES[args.preset]].replace(**changes)
@@ -76,7 +81,10 @@ class ProgressBars:
         elif kind == "start":
             self.epochs = event["epochs"]
             epochs = f"{event['epochs']} epoch{'s' if event['epochs'] != 1 else ''}"
-            print(f"Training on {event['train_size']:,} images, {epochs} of {event['steps_per_epoch']} steps", file=self.stream)
+            checked = event.get("validation", {})
+            held = f" ({checked['images']:,} more held out for validation)" if checked.get("source") == "held_out" else ""
+            print(f"Training on {event['train_size']:,} images{held}, {epochs} of {event['steps_per_epoch']} steps",
+                  file=self.stream)
         elif kind == "batch" and self.live and time.monotonic() - self.last_draw > 0.2:
             fraction = event["step"] / event["steps_per_epoch"]
             self._draw(f"Epoch {event['epoch']}/{self.epochs} {self._bar(fraction)} loss {event['epoch_loss']:.4f} "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from cifar.config import TrainConfig
+from cifar.config import TrainConfig, held_out_size
 from cifar.store import METRICS_FILE, MODEL_FILE, new_run_id, valid_run_id
 
 STORE_FILE = "runs.sqlite3"
@@ -395,13 +395,17 @@ def summary_of(metrics: dict[str, Any]) -> dict[str, Any]:
 
 RUN_OVERHEAD_SECONDS = 15.0  # building the network, testing and saving, around the training itself
 FULL_TRAINING_SET = 50_000  # CIFAR-10's training images, what a run with no train_size trains on
+TEST_SET = 10_000  # CIFAR-10's test images
 
 
 def expected_seconds(config: TrainConfig, images_per_second: float) -> float:
     """How long a run of this config should take at the measured training speed."""
-    images = config.epochs * (config.train_size or FULL_TRAINING_SET)
-    validation = config.epochs * 10_000 / (3 * images_per_second) if config.validation == "test" else 0.0
-    return RUN_OVERHEAD_SECONDS + images / images_per_second + validation
+    images = config.train_size or FULL_TRAINING_SET
+    checked = {"test": TEST_SET, "held_out": held_out_size(config.train_size), "none": 0}[config.validation]
+    if config.validation == "held_out":
+        images -= checked
+    # Checking an image costs about a third of training on it.
+    return RUN_OVERHEAD_SECONDS + config.epochs * (images + checked / 3) / images_per_second
 
 
 def expected_starts(running: list[RunRecord], queued: list[RunRecord], images_per_second: Optional[float]) -> list[Optional[float]]:
