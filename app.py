@@ -467,8 +467,9 @@ def live_watch_ui(run_id: str, epochs: int) -> None:
 
 
 CURVE_WORDS = ("**The curves.** Loss (left) should fall and accuracy (right) rise as the network sees more pictures. "
-               "Blue is measured on the training pictures, orange on pictures held out of training: when blue keeps "
-               "improving and orange stalls, the gap between them is the network memorising its training pictures.")
+               "Blue is measured on the training pictures, orange (validation) on pictures it never trains on: when "
+               "blue keeps improving and orange stalls, the gap between them is the network memorising its "
+               "training pictures.")
 
 
 def ended_without_model_ui(record: RunRecord) -> None:

@@ -38,18 +38,14 @@ CURVE_TITLES = {"loss": "Loss (lower is better)", "accuracy": "Accuracy (higher 
 
 
 def validation_label(checked_on: dict[str, Any] | None) -> str:
-    """What a run's validation curve was computed on, as its legend says it: runs from before the
-    held-out split (no record of it) validated on the test set."""
-    checked_on = checked_on or {"source": "test"}
-    if checked_on.get("source") == "held_out":
-        images = checked_on.get("images")
-        return f"validation ({images:,} held-out images)" if images else "validation (held-out images)"
-    return "validation (test set)"
+    """What a run's validation curve was computed on, short enough for half a legend's row: runs
+    from before the held-out split (no record of it) validated on the test set."""
+    return "held-out validation" if (checked_on or {}).get("source") == "held_out" else "test-set validation"
 
 
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
                     x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False,
-                    validation: str = "validation (test set)", pauses: Sequence[float] = ()) -> tuple[go.Figure, go.Figure]:
+                    validation: str = "test-set validation", pauses: Sequence[float] = ()) -> tuple[go.Figure, go.Figure]:
     """Loss and accuracy against epochs, as two figures: side by side on a projector, one above
     the other on a phone, each with its own title (app.py puts them in columns)."""
     return (learning_curve("loss", batches, history, epochs, x_max, max_points, lean, validation, pauses),
@@ -58,7 +54,7 @@ def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]]
 
 def learning_curve(key: str, batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,
                    x_max: float | None = None, max_points: int = MAX_POINTS, lean: bool = False,
-                   validation: str = "validation (test set)", pauses: Sequence[float] = ()) -> go.Figure:
+                   validation: str = "test-set validation", pauses: Sequence[float] = ()) -> go.Figure:
     """One metric against epochs: every few batches (raw, faint, and smoothed) and per epoch.
 
     The x axis spans x_max epochs: all planned epochs while training, so the curve's progress

@@ -83,7 +83,8 @@ class TrainConfig:
         preset = self.preset
         images = "all training images" if self.train_size is None else f"{self.train_size:,} training images"
         if self.validation == "held_out":
-            images += f" ({held_out_size(self.train_size):,} held out for validation)"
+            held = "10%" if self.train_size is None else f"{held_out_size(self.train_size):,}"
+            images += f" ({held} held out for validation)"
         words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
                  f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")
         return f"{preset}: {words}" if preset else words

@@ -271,6 +271,52 @@ def test_a_short_run_draws_growing_curves_then_shows_its_results(page, app_url, 
     assert_no_traceback(page)
 
 
+FILTERS_SRC_JS = """() => {
+    const filters = [...document.querySelectorAll('img')].filter(img => img.naturalWidth === 213);
+    return filters.length ? filters[0].src : '';
+}"""  # the live conv filters: 8 columns of 3x3 filters, each 24 px, 3 px apart
+WATCH_TILES_JS = """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] p')]
+    .map(p => p.innerText).filter(text => /^\\S+ \\d+%$/.test(text))"""
+
+
+def test_the_live_watch_list_and_filters_change_between_epochs(browser, page, app_url, screenshots):
+    wait_until_idle(page, app_url)
+    set_epochs(page, 8)
+    start_training(page)
+    heading = page.get_by_text(re.compile(r"^What it has learned so far · after epoch \d+ of 8$"))
+    expect(heading).to_be_visible(timeout=FIRST_CURVE_MS)
+    first_heading, first_filters = heading.inner_text(), page.evaluate(FILTERS_SRC_JS)
+    first_tiles = page.evaluate(WATCH_TILES_JS)
+    assert first_filters and len(first_tiles) == 8, first_tiles
+    page.screenshot(path=screenshots / "09-live-watch-list.png", full_page=True)
+    page.wait_for_function(f"() => !document.body.innerText.includes({first_heading!r})", timeout=RUN_END_MS)
+    expect(heading).to_be_visible(timeout=RUN_END_MS)
+    later_heading, later_filters = heading.inner_text(), page.evaluate(FILTERS_SRC_JS)
+    print(f"\nlive snapshots: {first_heading!r} -> {later_heading!r}; tiles {first_tiles} -> {page.evaluate(WATCH_TILES_JS)}")
+    assert later_filters and later_filters != first_filters  # the filters learned something between two epochs
+    assert len(page.evaluate(WATCH_TILES_JS)) == 8
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    try:
+        small = phone.new_page()
+        small.goto(page.url)
+        expect(small.get_by_text(re.compile(r"^What it has learned so far"))).to_be_visible(timeout=60_000)
+        small.screenshot(path=screenshots / "10-live-watch-list-phone.png", full_page=True)
+        # On a phone: the progress, then the curves, then the watch-list, in that order.
+        tops = small.evaluate("""() => [
+            document.querySelector('[data-testid="stProgress"]').getBoundingClientRect().top,
+            document.querySelector('.js-plotly-plot').getBoundingClientRect().top,
+            [...document.querySelectorAll('h5')].find(h => h.innerText.startsWith('What it has learned'))
+                .getBoundingClientRect().top]""")
+        assert tops == sorted(tops), tops
+    finally:
+        phone.close()
+    stop_button(page).click()
+    expect(accuracy_metric(page)).to_be_visible(timeout=RUN_END_MS)
+    expect(page.locator(".st-key-epoch_scrub")).to_be_visible()
+    page.screenshot(path=screenshots / "11-epoch-replay.png", full_page=True)
+    assert_no_traceback(page)
+
+
 def test_stop_ends_the_run_and_keeps_its_results(page, app_url, screenshots):
     wait_until_idle(page, app_url)
     set_epochs(page, 20)  # far longer than the test waits

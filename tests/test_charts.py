@@ -31,7 +31,7 @@ def test_learning_curves_plot_every_epoch_and_reach_the_latest_batch():
     raw_loss = traces["training batches"]
     assert len(raw_loss.x) <= charts.MAX_POINTS + 2 and raw_loss.x[-1] == pytest.approx(2.0)
     assert raw_loss.y[-1] == pytest.approx(batches[-1]["loss"])
-    validation = {trace.name: trace for trace in accuracy.data}["validation (test set)"]
+    validation = {trace.name: trace for trace in accuracy.data}["test-set validation"]
     assert list(validation.y) == [0.38]
     figure = accuracy
     assert figure.layout.xaxis.range[1] == pytest.approx(2 * 1.02)
@@ -72,8 +72,8 @@ def test_the_validation_curve_is_named_by_what_it_was_computed_on_and_a_pause_is
     history = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
                {"epoch": 2, "loss": 0.8, "accuracy": 0.6, "val_loss": 1.0, "val_accuracy": 0.45}]
     label = charts.validation_label({"source": "held_out", "images": 5000})
-    assert label == "validation (5,000 held-out images)"
-    assert charts.validation_label(None) == "validation (test set)"  # runs from before the split validated on it
+    assert label == "held-out validation"
+    assert charts.validation_label(None) == "test-set validation"  # runs from before the split validated on it
     _, accuracy = charts.learning_curves(batches, history, 2, validation=label, pauses=[0.5])
     assert label in [trace.name for trace in accuracy.data]
     [line] = accuracy.layout.shapes
