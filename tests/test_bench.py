@@ -83,3 +83,12 @@ def test_bench_classroom_smoke_prints_both_speeds_every_student_and_the_memory(t
     assert re.search(r"^worst bytes per second: [\d,]+\.\d kB/s$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^server \+ worker RSS peak: [\d,]+ MB \(server [\d,]+ MB, worker [\d,]+ MB\)$",
                      result.stdout, re.MULTILINE), result.stdout
+
+
+def test_bench_snapshot_cost_smoke_prints_both_sides_and_the_share(tiny_archive):
+    result = bench("snapshot_cost.py", "--data", str(tiny_archive), *TINY, "--epochs", "1", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^epoch without snapshots: \d+\.\d\d s", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^epoch with snapshots: \d+\.\d\d s", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^snapshots' share of an epoch's training time: \d+\.\d\d% \(measured inside the run\); "
+                     r"epoch time with/without: \d+\.\d{3}$", result.stdout, re.MULTILINE), result.stdout
