@@ -275,8 +275,8 @@ FILTERS_SRC_JS = """() => {
     const filters = [...document.querySelectorAll('img')].filter(img => img.naturalWidth === 213);
     return filters.length ? filters[0].src : '';
 }"""  # the live conv filters: 8 columns of 3x3 filters, each 24 px, 3 px apart
-WATCH_TILES_JS = """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] p')]
-    .map(p => p.innerText).filter(text => /^\\S+ \\d+%$/.test(text))"""
+WATCH_TILES_JS = """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .map(part => part.innerText.split('\\n')[0]).filter(text => /^\\S+ \\d+%$/.test(text))"""
 
 
 def test_the_live_watch_list_and_filters_change_between_epochs(browser, page, app_url, screenshots):

@@ -4,6 +4,7 @@ snapshots are taken by the training worker (cifar/snapshots.py); these parts onl
 """
 from __future__ import annotations
 
+from html import escape
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -12,13 +13,13 @@ import streamlit as st
 from cifar.inside import conv_filters
 from cifar.snapshots import WATCH_LIMIT, default_watch_list, item_pixels, predictions_story, upload_item
 
-WATCH_TILE = 72  # px: eight tiles in a row beside the filters on a projector, four on a phone
+WATCH_TILE = 86  # px: eight tiles in a row on a projector, four on a phone
 WATCH_WORDS = ("**The watch-list**: the same pictures, asked again after every epoch. Under each, what the network "
-               "calls it and how sure it is: green when right, red when wrong. Watch a picture change its answer as "
-               "the network learns; the ones it keeps getting wrong are the hard ones.")
+               "calls it and how sure it is, green when right and red when wrong: watch the answers change as it learns.")
 FILTER_WORDS = ("**The 32 conv filters**, each 3×3 pixels, colours stretched. They start as random noise; as the "
                 "network learns they become edges, stripes and colour blobs: the patterns it looks for everywhere "
                 "in a picture.")
+COLOURS = {"green": "#2ca02c", "red": "#d62728", "blue": "#1f77b4"}  # as the probability bars elsewhere
 Item = dict[str, Any]
 
 
@@ -68,32 +69,36 @@ def upload_watch_button(name: str, pixels: np.ndarray, key: str) -> None:
 
 def snapshot_ui(snapshot: dict[str, Any], items: Sequence[Item], class_names: list[str], x_test: np.ndarray,
                 stories: Optional[list[str]] = None) -> None:
-    """One snapshot: the watch-list's predictions beside the filters (stacked on a phone)."""
-    pictures, filters = st.columns([3, 2])
-    with pictures:
-        st.markdown(WATCH_WORDS)
-        with st.container(horizontal=True, gap="small"):
-            for position, (item, row) in enumerate(zip(items, snapshot["watch"])):
-                with st.container(width=WATCH_TILE, gap=None):
-                    tile_ui(item, np.asarray(row), class_names, x_test)
-                    if stories:
-                        st.caption(stories[position])
-    with filters:
-        st.markdown(FILTER_WORDS)
-        st.image(conv_filters(np.asarray(snapshot["filters"]), scale=8), width="stretch")
+    """One snapshot: the watch-list's predictions in a row (that wraps on a phone), then the filters."""
+    st.markdown(WATCH_WORDS)
+    with st.container(horizontal=True, gap="small"):
+        for position, (item, row) in enumerate(zip(items, snapshot["watch"])):
+            with st.container(width=WATCH_TILE, gap=None):
+                tile_ui(item, np.asarray(row), class_names, x_test)
+                if stories:
+                    st.caption(stories[position])
+    words, filters = st.columns(2)
+    words.markdown(FILTER_WORDS)
+    filters.image(conv_filters(np.asarray(snapshot["filters"]), scale=8), width=320)
 
 
 def tile_ui(item: Item, probabilities: np.ndarray, class_names: list[str], x_test: np.ndarray) -> None:
+    """A watched picture, what the network calls it, and a bar of how sure it is, in one colour:
+    green when right, red when wrong, blue for a user's picture (whose class nobody knows)."""
     from ui.model_views import pixels_large  # ui.model_views draws this module's Watch buttons
 
     best = int(probabilities.argmax())
-    said, sure = class_names[best], float(probabilities[best])
+    said, sure = class_names[best], float(np.clip(probabilities[best], 0, 1))
     truth = class_names[item["label"]] if "label" in item else None
-    colour = "blue" if truth is None else "green" if said == truth else "red"
+    colour = COLOURS["blue" if truth is None else "green" if said == truth else "red"]
+    below = escape(f"is: {truth}" if truth else f"yours: {item['name'][:14]}")
+    said = escape(said)
     st.image(pixels_large(item_pixels(item, x_test), WATCH_TILE), width=WATCH_TILE)
-    st.markdown(f":{colour}[**{said}**] {sure:.0%}")
-    st.progress(min(1.0, max(0.0, sure)))
-    st.caption(f"is: {truth}" if truth else f"yours: {item['name'][:14]}")
+    # One element for the words and the bar: a class watching gets fewer, smaller messages.
+    st.markdown(f'<div style="font-size:0.85rem;line-height:1.3"><span style="color:{colour};font-weight:700">{said}'
+                f'</span> {sure:.0%}<div style="background:#e6e6e6;height:6px;border-radius:3px;margin:2px 0 3px">'
+                f'<div style="width:{sure:.0%};height:6px;border-radius:3px;background:{colour}"></div></div>'
+                f'<span style="color:#666">{below}</span></div>', unsafe_allow_html=True)
 
 
 def epoch_words(epoch: int, epochs: int) -> str:
