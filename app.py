@@ -547,7 +547,7 @@ def main() -> None:
                                                  key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
-            results_ui(run)
+            results_ui(run, test_split, model)  # model: the run's own, as tested is run whenever run is set
         else:
             st.info("The test results appear here when this run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):
