@@ -117,7 +117,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) ->
              for t, p, count, share in zip(true_index, predicted_index, cell_counts, shares)]
     figure = go.Figure(go.Bar(
         x=[class_names[p] for p in predicted_index], y=np.ones(size * size), base=true_index - 0.5, width=1,
-        customdata=np.stack([true_index, predicted_index, cell_counts], axis=1),
+        customdata=np.stack([true_index, predicted_index, cell_counts], axis=1).tolist(),  # as a numpy array it reaches the browser typed, and a clicked cell came back as a dict
         marker=dict(color=shares, colorscale="Blues", cmin=0, cmax=1, showscale=False,  # the numbers say it
                     line=dict(color="white", width=1)),
         text=[str(count) for count in cell_counts] if size <= 20 else None, textposition="inside",

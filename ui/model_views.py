@@ -100,9 +100,12 @@ def follow_the_click(chart_key: str, class_names: list[str]) -> None:
     st.session_state.cell_clicked = clicked
 
 
-def most_common_mistake(confusion: list[list[int]]) -> tuple[int, int]:
+def first_cell(confusion: list[list[int]]) -> tuple[int, int]:
+    """The most common mistake; for a network that makes none, its first class's right answers."""
     counts = np.array(confusion)
     np.fill_diagonal(counts, -1)
+    if counts.max() <= 0:
+        return 0, 0
     return tuple(int(i) for i in np.unravel_index(counts.argmax(), counts.shape))
 
 
@@ -112,7 +115,7 @@ def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: Test
     from cifar.predict import cell_images
 
     if not all(key in st.session_state and st.session_state[key] in class_names for key in CELL_KEYS):
-        for key, index in zip(CELL_KEYS, most_common_mistake(confusion)):  # a first look starts at the worst mistake
+        for key, index in zip(CELL_KEYS, first_cell(confusion)):  # a first look starts at the worst mistake
             st.session_state[key] = class_names[index]
     with st.container(horizontal=True, gap="small"):
         truth = st.selectbox("True class", class_names, key="cell_true", width=220)
@@ -134,7 +137,8 @@ def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: Test
     if not len(indices):
         st.caption("None: the network never said this for this class.")
         return
-    with st.container(horizontal=True, gap="small"):
+    # Keyed by the cell: another cell's tiles are a new block, not stale ones left beside these on a streaming page.
+    with st.container(horizontal=True, gap="small", key=f"cell_tiles_{true_index}_{predicted_index}"):
         for index in shown:
             with st.container(width=TILE_WIDTH, gap=None):
                 st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
@@ -228,15 +232,15 @@ def inspect_dialog(pixels: np.ndarray, index: int, probabilities: np.ndarray, cl
     bars.plotly_chart(charts.class_probabilities(probabilities, class_names, truth), key="inspected_probabilities",
                       width="stretch", theme=None, config=NO_TOOLBAR)
     with looked:
-        where_it_looked_ui(model, pixels, class_names, int(np.argmax(probabilities)), "inspected_occlusion",
-                           true_index=class_names.index(truth))
+        st.caption(looked_words(where_it_looked_ui(model, pixels, class_names, int(np.argmax(probabilities)),
+                                                   "inspected_occlusion", true_index=class_names.index(truth))))
     inside_ui(model, pixels)
 
 
 def where_it_looked_ui(model: PageModel, pixels: np.ndarray, class_names: list[str], predicted_index: int, key: str,
-                       true_index: Optional[int] = None) -> None:
+                       true_index: Optional[int] = None) -> str:
     """The occlusion map of one class over the picture: for the network's answer, or (a choice) for the
-    true class of a test image or any class of an uploaded picture."""
+    true class of a test image or any class of an uploaded picture. Returns the class it is for."""
     from cifar.occlusion import occlusion_map, occlusion_overlay
 
     if true_index is None:
@@ -250,11 +254,15 @@ def where_it_looked_ui(model: PageModel, pixels: np.ndarray, class_names: list[s
         class_index = predicted_index
     name = class_names[class_index]
     drops = occlusion_map(model.probabilities, pixels, class_index)
-    st.image(occlusion_overlay(pixels, drops), width="stretch",
-             caption=f"Where it looked for {name}: covering the reddest part lowers {name} by {max(drops.max(), 0):.0%}")
-    st.caption(f"Red: covering this part with a grey square lowers the network's belief in '{name}' most: that is "
-               "where it looked. If the red sits on the background, the network may be using the background "
-               "rather than the object.")
+    st.image(occlusion_overlay(pixels, drops), width="stretch", caption=f"Where it looked for {name}: covering the "
+             f"reddest part lowers {name} by {max(float(drops.max()), 0) * 100:.0f} points")
+    return name
+
+
+def looked_words(name: str) -> str:
+    return (f"Red: covering this part with a grey square lowers the network's belief in '{name}' most: that is where "
+            "it looked. If the red sits on the background, the network may be using the background rather than the "
+            "object.")
 
 
 def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
@@ -294,6 +302,7 @@ def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> 
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
                               width="stretch", theme=None, config=NO_TOOLBAR)
             with looked:
-                where_it_looked_ui(model, network_input, class_names, int(np.argmax(probabilities)),
-                                   f"upload_occlusion_{file.file_id}")
+                looked_for = where_it_looked_ui(model, network_input, class_names, int(np.argmax(probabilities)),
+                                                f"upload_occlusion_{file.file_id}")
+            st.caption(looked_words(looked_for))  # below the row: too long for a fifth of it
             inside_ui(model, network_input)
