@@ -137,7 +137,7 @@ def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: Test
     if not len(indices):
         st.caption("None: the network never said this for this class.")
         return
-    # Keyed by the cell: another cell's tiles are a new block, not stale ones left beside these on a streaming page.
+    # Keyed by the cell, so a browser test finds this cell's pictures and never another's.
     with st.container(horizontal=True, gap="small", key=f"cell_tiles_{true_index}_{predicted_index}"):
         for index in shown:
             with st.container(width=TILE_WIDTH, gap=None):
