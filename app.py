@@ -621,7 +621,7 @@ def main() -> None:
                                                  key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
-            results_ui(run)
+            results_ui(run, test_split, model)  # model: the run's own, as tested is run whenever run is set
             x_test, _, class_names = test_split()
             replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
                       run.metrics.get("config", {}).get("epochs", 1))

@@ -1,4 +1,4 @@
-"""Plotly figures of a run: live learning curves, confusion matrix, per-class accuracy, class
+"""Plotly figures of a run: live learning curves, a clickable confusion matrix, per-class accuracy, class
 probabilities. Plain functions of plain data, so the app draws them and tests check them
 without a browser.
 """
@@ -113,19 +113,41 @@ def learning_curve(key: str, batches: list[dict[str, Any]], history: list[dict[s
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) -> go.Figure:
-    counts = np.asarray(matrix)
+    """Rows are the true classes, columns the predicted ones; a cell's colour is its share of the row.
+
+    Drawn as one bar per cell, each a whole cell high and wide, not as a heatmap: Streamlit passes
+    on a click on a bar but not on a heatmap (streamlit/streamlit#8760). Bars fill their cells in
+    data units at any width, where square scatter markers (sized in pixels) would overlap on a phone.
+    Each bar carries its cell as customdata: (true index, predicted index, count).
+    """
+    counts = np.asarray(matrix, dtype=int)
+    size = len(class_names)
     row_share = counts / np.maximum(1, counts.sum(axis=1, keepdims=True))
-    figure = go.Figure(go.Heatmap(
-        z=row_share, x=class_names, y=class_names, colorscale="Blues", zmin=0, zmax=1, customdata=counts,
-        text=counts if len(class_names) <= 20 else None, texttemplate="%{text}" if len(class_names) <= 20 else None,
-        textfont=dict(size=14), showscale=False,  # the numbers say it; a colour bar's title overlapped the cells
-        hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of the %{y}s)<extra></extra>",
+    true_index, predicted_index = np.divmod(np.arange(size * size), size)
+    shares, cell_counts = row_share.ravel(), counts.ravel()
+    words = [f"true {class_names[t]}, predicted {class_names[p]}<br>{count} images ({share:.0%} of the {class_names[t]}s)"
+             for t, p, count, share in zip(true_index, predicted_index, cell_counts, shares)]
+    figure = go.Figure(go.Bar(
+        x=[class_names[p] for p in predicted_index], y=np.ones(size * size), base=true_index - 0.5, width=1,
+        customdata=np.stack([true_index, predicted_index, cell_counts], axis=1).tolist(),  # as a numpy array it reaches the browser typed, and a clicked cell came back as a dict
+        marker=dict(color=shares, colorscale="Blues", cmin=0, cmax=1, showscale=False,  # the numbers say it
+                    line=dict(color="white", width=1)),
+        text=[str(count) for count in cell_counts] if size <= 20 else None, textposition="inside",
+        insidetextanchor="middle", textangle=0,
+        textfont=dict(size=14, color=["white" if share > 0.5 else "#222" for share in shares]),
+        hovertext=words, hovertemplate="%{hovertext}<extra></extra>",
+        unselected=dict(marker=dict(opacity=0.35)),  # a clicked cell stands out, the rest stay readable
     ))
     # Every class named on both axes, even on a phone, where Plotly would otherwise skip every other one.
-    ticks = dict(tickmode="array", tickvals=class_names, ticktext=class_names, tickfont=dict(size=13))
-    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
-                         xaxis=dict(title="predicted class", side="bottom", tickangle=-45, **ticks),
-                         yaxis=dict(title="true class", autorange="reversed", **ticks))
+    tick_font = dict(size=13)
+    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE, bargap=0,
+                         xaxis=dict(title="predicted class", side="bottom", tickangle=-45, tickfont=tick_font,
+                                    categoryorder="array", categoryarray=class_names, tickmode="array",
+                                    tickvals=class_names, showgrid=False, fixedrange=True),
+                         yaxis=dict(title="true class", range=[size - 0.5, -0.5], tickmode="array",
+                                    tickvals=list(range(size)), ticktext=class_names, tickfont=tick_font,
+                                    showgrid=False, zeroline=False, fixedrange=True),
+                         hovermode="closest")
     return figure
 
 

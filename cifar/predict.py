@@ -1,4 +1,5 @@
-"""Class probabilities for images the model has never seen, and which test images to show."""
+"""Class probabilities for images the model has never seen, and which test images to show: a random
+pick for the gallery, or one cell of the confusion matrix."""
 from __future__ import annotations
 
 import threading
@@ -44,3 +45,13 @@ def pick_test_images(labels: np.ndarray, predicted: np.ndarray, class_index: Opt
     matching = np.flatnonzero(keep)
     picked = np.random.default_rng(seed).choice(matching, size=min(count, len(matching)), replace=False)
     return len(matching), picked
+
+
+def cell_images(labels: np.ndarray, predicted: np.ndarray, true_index: int, predicted_index: int,
+                confidence: Optional[np.ndarray] = None) -> np.ndarray:
+    """The test-image indices in one cell of the confusion matrix: true class `true_index`, said to be
+    `predicted_index`. In index order, or, given each image's confidence, the surest first."""
+    matching = np.flatnonzero((np.asarray(labels) == true_index) & (np.asarray(predicted) == predicted_index))
+    if confidence is None:
+        return matching
+    return matching[np.argsort(-np.asarray(confidence)[matching], kind="stable")]

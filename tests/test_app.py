@@ -416,3 +416,39 @@ def test_pause_and_resume_by_the_owner_or_the_teacher_and_the_curves_show_the_pa
 
 def progress_texts(at: AppTest) -> list[str]:
     return [element.proto.text for element in at.get("progress")]
+
+
+def test_a_cell_of_the_confusion_matrix_shows_its_images_and_each_picture_where_the_network_looked(runs_dir, tiny_archive):
+    from cifar.data import load_data
+    from cifar.inference import TEST_PROBABILITIES_FILE
+
+    at = new_app()
+    quick_settings(at, epochs=2)
+    train_to_the_end(at)
+    run = list_runs(runs_dir)[0]
+    _, (_, y_test), class_names = load_data(str(tiny_archive))
+    predicted = np.load(run.folder / TEST_PROBABILITIES_FILE).argmax(axis=1)
+    reference = np.zeros((10, 10), int)
+    np.add.at(reference, (y_test, predicted), 1)
+    for truth, said in (("cat", "cat"), ("cat", "dog"), ("ship", "airplane")):  # a right cell and two mistakes
+        at.selectbox(key="cell_true").set_value(truth)
+        at.selectbox(key="cell_predicted").set_value(said).run()
+        assert not at.exception
+        count = reference[class_names.index(truth), class_names.index(said)]
+        headings = [m.value for m in at.markdown if m.value.startswith(f"**True {truth}, predicted {said}: ")]
+        assert headings == [f"**True {truth}, predicted {said}: {count:,} test images"
+                            f"{'; showing the 24 it was surest of' if count > 24 else ''}**"], page_text(at)
+        tiles = [b for b in at.button if b.key and b.key.startswith("cell_inspect_")]
+        assert len(tiles) == min(count, 24)
+        assert all(y_test[int(b.key.rsplit("_", 1)[1])] == class_names.index(truth) for b in tiles)
+    at.selectbox(key="cell_true").set_value("cat")
+    at.selectbox(key="cell_predicted").set_value("cat").run()
+    [b for b in at.button if b.key and b.key.startswith("cell_inspect_")][0].click().run()
+    assert not at.exception
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert any(caption.startswith("Test image") for caption in captions)
+    assert any(caption.startswith("Where it looked for cat") for caption in captions), captions
+    at.file_uploader(key="upload").set_value(("red.png", png_bytes((230, 20, 20)), "image/png")).run()
+    assert not at.exception and not at.error
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert sum(caption.startswith("Where it looked for") for caption in captions) == 2  # the dialog's and the upload's

@@ -37,11 +37,39 @@ def test_learning_curves_plot_every_epoch_and_reach_the_latest_batch():
     assert figure.layout.xaxis.range[1] == pytest.approx(2 * 1.02)
 
 
-def test_confusion_matrix_shows_row_shares_and_counts():
-    figure = charts.confusion_matrix([[8, 2], [1, 3]], ["cat", "dog"])
-    heatmap = figure.data[0]
-    np.testing.assert_allclose(heatmap.z, [[0.8, 0.2], [0.25, 0.75]])
-    assert heatmap.customdata.tolist() == [[8, 2], [1, 3]]
+def test_confusion_matrix_has_one_cell_per_pair_carrying_its_indices_count_and_row_share():
+    counts = np.random.default_rng(3).integers(0, 50, size=(4, 4))
+    names = ["cat", "dog", "ship", "frog"]
+    figure = charts.confusion_matrix(counts.tolist(), names)
+    cells = figure.data[0]
+    assert len(cells.x) == len(cells.customdata) == 16
+    seen = set()
+    for x, base, (true_index, predicted_index, count), share, text in zip(
+            cells.x, cells.base, cells.customdata, cells.marker.color, cells.text):
+        seen.add((true_index, predicted_index))
+        assert x == names[predicted_index] and base == pytest.approx(true_index - 0.5)  # drawn in its own cell
+        assert count == counts[true_index, predicted_index] and text == str(count)
+        assert share == pytest.approx(counts[true_index, predicted_index] / counts[true_index].sum())
+    assert seen == {(t, p) for t in range(4) for p in range(4)}
+    assert list(figure.layout.yaxis.ticktext) == names and list(figure.layout.xaxis.tickvals) == names
+
+
+def test_a_cells_images_are_exactly_those_of_its_true_and_predicted_class():
+    from cifar.predict import cell_images
+
+    rng = np.random.default_rng(7)
+    labels, predicted = rng.integers(0, 10, 2000), rng.integers(0, 10, 2000)
+    reference = np.zeros((10, 10), int)
+    np.add.at(reference, (labels, predicted), 1)
+    for true_index in range(10):
+        for predicted_index in range(10):  # the diagonal included
+            indices = cell_images(labels, predicted, true_index, predicted_index)
+            assert len(indices) == reference[true_index, predicted_index]
+            assert np.all(labels[indices] == true_index) and np.all(predicted[indices] == predicted_index)
+    confidence = rng.random(2000)
+    surest_first = cell_images(labels, predicted, 3, 5, confidence)
+    assert sorted(surest_first) == list(cell_images(labels, predicted, 3, 5))
+    assert np.all(np.diff(confidence[surest_first]) <= 0)
 
 
 def test_a_wrong_top_class_is_red_and_the_true_class_is_named_and_outlined():

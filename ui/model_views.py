@@ -47,7 +47,10 @@ def run_heading(run: SavedRun) -> None:
     st.caption(f"{run.settings_text}. Run {run.run_id}.")
 
 
-def results_ui(run: SavedRun) -> None:
+TestSplit = Callable[[], tuple[np.ndarray, np.ndarray, list[str]]]
+
+
+def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel]) -> None:
     metrics = run.metrics
     run_heading(run)
     status, reason = metrics.get("status"), metrics.get("reason", "")
@@ -70,13 +73,90 @@ def results_ui(run: SavedRun) -> None:
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
-        st.caption("Rows are the true classes, columns what the network said. The diagonal is right.")
-        st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], metrics["class_names"]),
-                        key=f"confusion_{run.run_id}", width="stretch", theme=None, config=NO_TOOLBAR)
+        st.caption("Each row is a true class, each column what the network said: the diagonal is where it was right, "
+                   "and a dark cell off the diagonal is a mistake it makes often. Click a cell (or pick it below) to "
+                   "see those pictures: the mistakes a network makes often look like the class it chose.")
+        chart_key = f"confusion_{run.run_id}"
+        class_names = metrics["class_names"]
+        follow_the_click(chart_key, class_names)
+        st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], class_names), key=chart_key,
+                        width="stretch", theme=None, config=NO_TOOLBAR, on_select="rerun", selection_mode="points")
     with per_class:
         st.subheader("Accuracy per class")
         st.plotly_chart(charts.per_class_accuracy(metrics["per_class_accuracy"]), key=f"per_class_{run.run_id}",
                         width="stretch", theme=None, config=NO_TOOLBAR)
+    cell_ui(metrics["confusion_matrix"], class_names, test_split, run, model)
+
+
+CELL_KEYS = ("cell_true", "cell_predicted")
+
+
+def follow_the_click(chart_key: str, class_names: list[str]) -> None:
+    """A click on a cell sets the two class boxes, before they are drawn, so the boxes and the chart agree.
+    Only a new click does: the boxes, changed since, are not put back to a cell clicked before."""
+    selection = st.session_state.get(chart_key)
+    points = selection["selection"]["points"] if selection else []
+    clicked = tuple(int(value) for value in points[0]["customdata"][:2]) if points else None
+    if clicked is not None and clicked != st.session_state.get("cell_clicked"):
+        for key, index in zip(CELL_KEYS, clicked):
+            st.session_state[key] = class_names[index]
+    st.session_state.cell_clicked = clicked
+
+
+def first_cell(confusion: list[list[int]]) -> tuple[int, int]:
+    """The most common mistake; for a network that makes none, its first class's right answers."""
+    counts = np.array(confusion)
+    np.fill_diagonal(counts, -1)
+    if counts.max() <= 0:
+        return 0, 0
+    return tuple(int(i) for i in np.unravel_index(counts.argmax(), counts.shape))
+
+
+def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: TestSplit, run: SavedRun,
+            model: Optional[PageModel]) -> None:
+    """The test images of one cell of the matrix, chosen by a click on it or by the two boxes."""
+    from cifar.predict import cell_images
+
+    if not all(key in st.session_state and st.session_state[key] in class_names for key in CELL_KEYS):
+        for key, index in zip(CELL_KEYS, first_cell(confusion)):  # a first look starts at the worst mistake
+            st.session_state[key] = class_names[index]
+    with st.container(horizontal=True, gap="small"):
+        truth = st.selectbox("True class", class_names, key="cell_true", width=220)
+        said = st.selectbox("Predicted class", class_names, key="cell_predicted", width=220)
+    if model is None:
+        st.info("This run's model is not ready on this page, so its test images cannot be shown yet.")
+        return
+    x_test, y_test, test_class_names = test_split()  # a DataError here is shown by the tab's shown_as_error
+    probabilities = test_set_probabilities(run, model, x_test)
+    if len(probabilities) != len(y_test) or list(test_class_names) != list(class_names):
+        st.error("This run was tested on a different dataset from the one loaded now.")
+        return
+    true_index, predicted_index = class_names.index(truth), class_names.index(said)
+    predicted = probabilities.argmax(axis=1)
+    indices = cell_images(y_test, predicted, true_index, predicted_index, confidence=probabilities.max(axis=1))
+    shown = indices[:GALLERY_SIZE]
+    surest = f"; showing the {len(shown)} it was surest of" if len(indices) > len(shown) else ""
+    st.markdown(f"**True {truth}, predicted {said}: {len(indices):,} test images{surest}**")
+    if not len(indices):
+        st.caption("None: the network never said this for this class.")
+        return
+    # Keyed by the cell, so a browser test finds this cell's pictures and never another's.
+    with st.container(horizontal=True, gap="small", key=f"cell_tiles_{true_index}_{predicted_index}"):
+        for index in shown:
+            with st.container(width=TILE_WIDTH, gap=None):
+                st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
+                # The gallery, drawn on every run, opens the dialog: a page may show one dialog at a time.
+                if st.button("Inspect", key=f"cell_inspect_{index}", width="stretch"):
+                    st.session_state.inspected = int(index)
+                st.caption(cell_tile_words(probabilities[index], predicted_index, true_index, class_names))
+
+
+def cell_tile_words(probabilities: np.ndarray, predicted_index: int, true_index: int, class_names: list[str]) -> str:
+    """ "dog 61% · true cat 20%": how sure the network was, and how much it gave the truth."""
+    said = f"{class_names[predicted_index]} {probabilities[predicted_index]:.0%}"
+    if predicted_index == true_index:
+        return f":green[{said}]"
+    return f":red[{said}] · true {class_names[true_index]} {probabilities[true_index]:.0%}"
 
 
 def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
@@ -152,11 +232,42 @@ def forget_inspected() -> None:
 def inspect_dialog(pixels: np.ndarray, index: int, probabilities: np.ndarray, class_names: list[str], truth: str,
                    model: PageModel) -> None:
     """Over the page, where the eye is, instead of below a grid that may be off screen."""
-    picture, bars = st.columns([1, 2])
-    picture.image(pixels_large(pixels, 256), caption=f"Test image {index}: {with_article(truth)}")
+    picture, looked, bars = st.columns([1, 1, 2])
+    picture.image(pixels_large(pixels, 256), caption=f"Test image {index}: {with_article(truth)}", width="stretch")
     bars.plotly_chart(charts.class_probabilities(probabilities, class_names, truth), key="inspected_probabilities",
                       width="stretch", theme=None, config=NO_TOOLBAR)
+    with looked:
+        st.caption(looked_words(where_it_looked_ui(model, pixels, class_names, int(np.argmax(probabilities)),
+                                                   "inspected_occlusion", true_index=class_names.index(truth))))
     inside_ui(model, pixels)
+
+
+def where_it_looked_ui(model: PageModel, pixels: np.ndarray, class_names: list[str], predicted_index: int, key: str,
+                       true_index: Optional[int] = None) -> str:
+    """The occlusion map of one class over the picture: for the network's answer, or (a choice) for the
+    true class of a test image or any class of an uploaded picture. Returns the class it is for."""
+    from cifar.occlusion import occlusion_map, occlusion_overlay
+
+    if true_index is None:
+        chosen = st.selectbox("Where it looked for", class_names, index=predicted_index, key=key)
+        class_index = class_names.index(chosen)
+    elif true_index != predicted_index:
+        answer, truth = f"{class_names[predicted_index]} (its answer)", f"{class_names[true_index]} (the truth)"
+        chosen = st.radio("Where it looked for", [answer, truth], key=key, horizontal=True)
+        class_index = true_index if chosen == truth else predicted_index
+    else:
+        class_index = predicted_index
+    name = class_names[class_index]
+    drops = occlusion_map(model.probabilities, pixels, class_index)
+    st.image(occlusion_overlay(pixels, drops), width="stretch", caption=f"Where it looked for {name}: covering the "
+             f"reddest part lowers {name} by {max(float(drops.max()), 0) * 100:.0f} points")
+    return name
+
+
+def looked_words(name: str) -> str:
+    return (f"Red: covering this part with a grey square lowers the network's belief in '{name}' most: that is where "
+            "it looked. If the red sits on the background, the network may be using the background rather than the "
+            "object.")
 
 
 def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
@@ -188,12 +299,16 @@ def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> 
         except ImageError as error:
             st.error(str(error))
             continue
-        original, seen, bars = st.columns([1, 1, 2])
+        original, seen, looked, bars = st.columns([1, 1, 1, 2])
         original.image(image, caption=f"Your picture ({image.width}×{image.height})", width="stretch")
         seen.image(pixels_large(network_input), caption="What the network sees: 32×32 pixels", width="stretch")
         if model is not None and class_names is not None:
             probabilities = model.probabilities(network_input)[0]
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",
                               width="stretch", theme=None, config=NO_TOOLBAR)
+            with looked:
+                looked_for = where_it_looked_ui(model, network_input, class_names, int(np.argmax(probabilities)),
+                                                f"upload_occlusion_{file.file_id}")
+            st.caption(looked_words(looked_for))  # below the row: too long for a fifth of it
             inside_ui(model, network_input)
         upload_watch_button(file.name, network_input, key=f"watch_upload_{file.file_id}")
