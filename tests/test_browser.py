@@ -281,9 +281,9 @@ WATCH_TILES_JS = """() => [...document.querySelectorAll('[data-testid="stMarkdow
 
 def test_the_live_watch_list_and_filters_change_between_epochs(browser, page, app_url, screenshots):
     wait_until_idle(page, app_url)
-    set_epochs(page, 8)
+    set_epochs(page, 30)  # long enough to be training still when the phone looks, then stopped
     start_training(page)
-    heading = page.get_by_text(re.compile(r"^What it has learned so far · after epoch \d+ of 8$"))
+    heading = page.get_by_text(re.compile(r"^What it has learned so far · after epoch \d+ of 30$"))
     expect(heading).to_be_visible(timeout=FIRST_CURVE_MS)
     first_heading, first_filters = heading.inner_text(), page.evaluate(FILTERS_SRC_JS)
     first_tiles = page.evaluate(WATCH_TILES_JS)
