@@ -522,12 +522,12 @@ def test_inspect_opens_over_the_gallery_and_colours_mean_right_or_wrong(page, ap
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible(timeout=30_000)  # where the eye is: over the page, not below the grid
         expect(dialog.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
-        # Drawn by Plotly a moment after its element appears.
-        page.wait_for_function("() => (document.querySelector('[role=dialog] .js-plotly-plot') || {})._fullData",
-                               timeout=30_000)
-        bars = dialog.locator(".js-plotly-plot").evaluate(
-            "plot => ({labels: Array.from(plot._fullData[0].y), values: Array.from(plot._fullData[0].x),"
-            "          colours: Array.from(plot._fullData[0].marker.color)})")
+        # Drawn by Plotly a moment after its element appears (and again if the page redraws it): read in one go.
+        bars = page.wait_for_function(
+            "() => { const plot = document.querySelector('[role=dialog] .js-plotly-plot');"
+            " const data = plot && plot._fullData && plot._fullData[0];"
+            " return data ? {labels: Array.from(data.y), values: Array.from(data.x),"
+            "                colours: Array.from(data.marker.color)} : null; }", timeout=30_000).json_value()
         truth = [label for label in bars["labels"] if label.endswith(" (true class)")]
         assert len(truth) == 1, bars["labels"]  # the true class is named plainly
         top = bars["values"].index(max(bars["values"]))

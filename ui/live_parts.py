@@ -101,7 +101,7 @@ class LiveParts:
         widgets = widget_values()
         same_layout = st.session_state.pop(_STREAM_THIS_RUN, None) == layout
         # Should a widget's value change in every run, the page would never stream: after a few tries, it does.
-        same_widgets = st.session_state.get(_WIDGETS) == widgets or st.session_state.get(_TRIES, 0) >= 3
+        same_widgets = same_values(st.session_state.get(_WIDGETS), widgets) or st.session_state.get(_TRIES, 0) >= 3
         st.session_state[_TRIES] = st.session_state.get(_TRIES, 0) + 1 if same_layout and not same_widgets else 0
         if same_layout and same_widgets:
             self._stream()
@@ -140,6 +140,16 @@ def widget_values() -> Optional[tuple[Any, ...]]:
     if keys is None or not hasattr(keys, "snapshot"):
         return None
     return tuple(sorted((key, _comparable(st.session_state.get(key))) for key in keys.snapshot()))
+
+
+def same_values(before: Optional[tuple[Any, ...]], now: Optional[tuple[Any, ...]]) -> bool:
+    """Whether no widget changed between two runs. A button is True only in the run it was
+    pressed in: back to False is no change."""
+    if before is None or now is None:
+        return before == now
+    earlier, later = dict(before), dict(now)
+    return earlier.keys() == later.keys() and all(
+        earlier[key] == value or (earlier[key] is True and value is False) for key, value in later.items())
 
 
 def _comparable(value: Any) -> Any:
