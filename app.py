@@ -31,6 +31,7 @@ from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, Qu
                             expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
+from ui.compare_views import COMPARE_TAB, compare_ui
 from ui.live_parts import LiveParts, live_mode
 from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
 
@@ -206,7 +207,8 @@ def run_setup_ui() -> TrainConfig:
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
                           "started as patterns of the pictures and trained with Adam and a cosine schedule: "
-                          "about 61% test accuracy after one epoch. No dropout: watch it overfit.")
+                          "about 61% test accuracy after one epoch. No dropout: watch it overfit. The Compare runs "
+                          "tab's dropout experiment trains with and without dropout in one click, side by side.")
     st.sidebar.slider("Epochs", *LIMITS["epochs"], key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", *LIMITS["conv_dropout"], step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
@@ -288,13 +290,19 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     return train, stop
 
 
+def queue_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> str:
+    """Queue a run as this page's (its owner may stop it); raises QueueFull when the queue is full."""
+    run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set))
+    board().changed()
+    return run_id
+
+
 def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None:
     try:
-        run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set))
+        run_id = queue_run(service, config, who)
     except QueueFull as full:
         st.sidebar.error(str(full))
         return
-    board().changed()
     show_run(run_id)
     st.rerun()  # the page was drawn for the previous run: draw it for this one
 
@@ -543,8 +551,8 @@ def main() -> None:
     # Keyed and tracked, the tab a user chose stays chosen when the page above it changes (a run
     # starting or ending); untracked tabs jumped back to the first. Every tab is still drawn, so
     # an upload or a gallery filter survives a look at another tab.
-    results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"],
-                                                 key="tab", on_change="rerun")
+    results, test_set, pictures, saved, compared = st.tabs(["Results", "Test images", "Your pictures", "Saved runs",
+                                                            COMPARE_TAB], key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
             results_ui(run)
@@ -563,6 +571,9 @@ def main() -> None:
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
         saved_runs_ui(service, run_id, who)
+    with compared, shown_as_error("comparing runs"):
+        compare_ui(service.store, board(), RUNS_DIR, live, CURVES_SECONDS, live_run,
+                   lambda config: queue_run(service, config, who), service.cancel, shown=compared.open is not False)
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
             network_ui()
