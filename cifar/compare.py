@@ -176,16 +176,18 @@ def comparison_figure(key: str, runs: Sequence[ComparedRun]) -> go.Figure:
                 hovertemplate=f"epoch %{{x}}<br>%{{y:.3f}}<extra>{run.name}: {words}</extra>"))
     planned = max([run.planned_epochs for run in runs] + [len(run.history) for run in runs] + [1])
     grid = dict(showgrid=True, gridcolor=GRID_COLOUR, zeroline=False, linecolor=GRID_COLOUR, automargin=True)
-    figure.update_xaxes(title_text="epoch", range=[0.5, planned + 0.5], **grid)
+    figure.update_xaxes(title_text="epoch", range=[0.5, planned + 0.5], title_standoff=6, **grid)
     figure.update_yaxes(**grid)
     if key == "accuracy":
         figure.update_yaxes(range=[0, 1], tickformat=".0%")
     else:
         figure.update_yaxes(rangemode="tozero")
-    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision=f"compare-{key}",
+    # Taller with each legend entry, which a phone shows one to a line, so the plot keeps its size.
+    figure.update_layout(height=300 + 22 * len(figure.data), margin=dict(l=10, r=10, t=40, b=10), font=FONT,
+                         uirevision=f"compare-{key}",
                          title=dict(text=CURVE_TITLES[key], x=0, xanchor="left", y=0.98),
                          template="none", plot_bgcolor="white", paper_bgcolor="white",
-                         # One entry to a line where it must, below the axis title: the names are a few words long.
-                         legend=dict(orientation="h", yanchor="top", y=-0.25, x=0, font=dict(size=13)),
+                         # Below the axis title, as many entries to a line as fit: the names are a few words long.
+                         legend=dict(orientation="h", yanchor="top", y=-0.3, x=0, font=dict(size=13)),
                          hovermode="x unified")
     return figure

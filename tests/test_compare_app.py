@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from cifar.config import TrainConfig, dropout_experiment
-from cifar.runstore import ENDED, RunStore
+from cifar.runstore import ENDED, SAVED, RunStore
 from tests.test_app import new_app, page_text, quick_settings, runs_dir, train_to_the_end, wait_for  # noqa: F401
 
 EVERY_STATE = ("queued", "running", *ENDED)
@@ -39,6 +39,11 @@ def test_the_dropout_experiment_queues_two_runs_that_differ_only_in_dropout_and_
     assert all("dropout" in name for name in names) and len(names) == 4  # training and validation for each run
     # It fills in as the runs train: the first epoch's point arrives without another click.
     wait_for(at, lambda at: any(trace.get("y") for trace in compare_traces(at)), timeout=180)
+    # A run's label changes when it starts and when it is saved; the choice stays.
+    first = at.session_state["compare_runs"][0]
+    wait_for(at, lambda at: RunStore(runs_dir).get(first).state in SAVED, timeout=180)
+    at.run()
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(run.run_id for run in runs)
     assert not at.exception
 
 

@@ -132,11 +132,15 @@ def compare_ui(store: RunStore, board: Board, runs_dir: Path, live: LiveParts, s
                 "overfitting, the network memorising its training pictures; dropout narrows it.")
     experiment_ui(queue, cancel, board.snapshot()[2])
     labels = comparable_runs(store, board, runs_dir)
-    chosen = st.session_state.get("compare_runs")
-    if chosen is not None and any(run_id not in labels for run_id in chosen):
-        st.session_state.compare_runs = [run_id for run_id in chosen if run_id in labels]  # a run deleted meanwhile
-    chosen = st.multiselect("Runs to compare (two to four)", list(labels), format_func=labels.get, key="compare_runs",
-                            max_selections=compare.MAX_RUNS, placeholder="Choose two to four saved or training runs")
+    if "compare_runs" in st.session_state:
+        # Streamlit keeps a multiselect's choice as its labels, and a run's label changes when it starts
+        # and when it is saved: read with the last run's labels, the choice is set again as run ids.
+        st.session_state.compare_runs = [run_id for run_id in st.session_state.compare_runs if run_id in labels]
+    # Never None: Streamlit first reads a value the experiment's button chose with the previous run's
+    # format_func, whose labels do not know the runs just queued.
+    chosen = st.multiselect("Runs to compare (two to four)", list(labels), format_func=lambda run_id: labels.get(run_id, run_id),
+                            key="compare_runs", max_selections=compare.MAX_RUNS,
+                            placeholder="Choose two to four saved or training runs")
     if len(chosen) < 2:
         st.info("Choose two to four runs above, or press **Run the dropout experiment**: what to look for is the gap "
                 "between training and validation accuracy, wide without dropout and narrower with it.")
