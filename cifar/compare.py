@@ -142,14 +142,16 @@ def comparison_row(run: ComparedRun) -> ComparisonRow:
 
 
 def row_in_words(row: ComparisonRow) -> dict[str, str]:
-    """The table's row as shown: percentages, the gap in points, "still training" for a test not yet run."""
+    """The table's row as shown: accuracies in percent, the gap in percentage points, "still training"
+    for a test not yet run."""
     def percent(value: Optional[float]) -> str:
         return "" if value is None else f"{value:.1%}"
 
-    return {"Run": row.name, "Final validation accuracy": percent(row.final_validation),
-            "Best validation accuracy": percent(row.best_validation),
-            "Train − validation gap": "" if row.gap is None else f"{row.gap * 100:+.1f} points",
-            "Test accuracy": "still training" if row.training else percent(row.test_accuracy)}
+    # Short headings: five columns fit a phone's width.
+    return {"Run": row.name, "Final validation": percent(row.final_validation),
+            "Best validation": percent(row.best_validation),
+            "Gap": "" if row.gap is None else f"{row.gap * 100:+.1f} pts",
+            "Test": "still training" if row.training else percent(row.test_accuracy)}
 
 
 def comparison_figures(runs: Sequence[ComparedRun]) -> tuple[go.Figure, go.Figure]:
@@ -159,19 +161,24 @@ def comparison_figures(runs: Sequence[ComparedRun]) -> tuple[go.Figure, go.Figur
 
 
 def comparison_figure(key: str, runs: Sequence[ComparedRun]) -> go.Figure:
+    """One metric per epoch for every run. The legend names each run once, by its solid line; its
+    title says what the dashed lines were computed on, or, when the runs differ in that, each
+    dashed line is named too."""
     figure = go.Figure()
+    sources = {validation_words(run.validation) for run in runs if run.validation is not None}
+    shared = next(iter(sources)) if len(sources) == 1 else None
     for run, colour in zip(runs, RUN_COLOURS):
         epochs = [entry["epoch"] for entry in run.history if key in entry]
         figure.add_trace(go.Scatter(
             x=epochs, y=[entry[key] for entry in run.history if key in entry], mode="lines+markers",
-            name=f"{run.name}: training", legendgroup=run.run_id, line=dict(color=colour, width=2.5, dash="solid"),
+            name=run.name, legendgroup=run.run_id, line=dict(color=colour, width=2.5, dash="solid"),
             marker=dict(size=7, color=colour), hovertemplate=f"epoch %{{x}}<br>%{{y:.3f}}<extra>{run.name}: training</extra>"))
         validated = [entry for entry in run.history if f"val_{key}" in entry]
         if validated or (not run.history and run.validation is not None):
             words = validation_words(run.validation)
             figure.add_trace(go.Scatter(
                 x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
-                mode="lines+markers", name=f"{run.name}: {words}", legendgroup=run.run_id,
+                mode="lines+markers", name=f"{run.name}: {words}", legendgroup=run.run_id, showlegend=shared is None,
                 line=dict(color=colour, width=2.5, dash="dash"), marker=dict(size=8, color=colour, symbol="diamond"),
                 hovertemplate=f"epoch %{{x}}<br>%{{y:.3f}}<extra>{run.name}: {words}</extra>"))
     planned = max([run.planned_epochs for run in runs] + [len(run.history) for run in runs] + [1])
@@ -182,12 +189,16 @@ def comparison_figure(key: str, runs: Sequence[ComparedRun]) -> go.Figure:
         figure.update_yaxes(range=[0, 1], tickformat=".0%")
     else:
         figure.update_yaxes(rangemode="tozero")
+    # Two lines, so that a phone's narrow chart shows "validation (5,000 held-out images)" whole.
+    line_styles = f"solid: training<br>dashed: {shared or 'validation'}" if sources else "solid: training (no validation)"
+    entries = sum(1 for trace in figure.data if trace.showlegend is not False)
     # Taller with each legend entry, which a phone shows one to a line, so the plot keeps its size.
-    figure.update_layout(height=300 + 22 * len(figure.data), margin=dict(l=10, r=10, t=40, b=10), font=FONT,
+    figure.update_layout(height=340 + 22 * entries, margin=dict(l=10, r=10, t=40, b=10), font=FONT,
                          uirevision=f"compare-{key}",
                          title=dict(text=CURVE_TITLES[key], x=0, xanchor="left", y=0.98),
                          template="none", plot_bgcolor="white", paper_bgcolor="white",
-                         # Below the axis title, as many entries to a line as fit: the names are a few words long.
-                         legend=dict(orientation="h", yanchor="top", y=-0.3, x=0, font=dict(size=13)),
+                         # Below the axis title, as many entries to a line as fit.
+                         legend=dict(orientation="h", yanchor="top", y=-0.3, x=0, font=dict(size=13),
+                                     title=dict(text=line_styles, side="top")),
                          hovermode="x unified")
     return figure

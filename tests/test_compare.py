@@ -65,14 +65,13 @@ def test_the_table_gives_final_and_best_validation_the_gap_and_test_accuracy():
     assert finished.best_validation == pytest.approx(0.55)
     assert finished.gap == pytest.approx(0.3)
     assert compare.row_in_words(finished) == {
-        "Run": "no dropout", "Final validation accuracy": "50.0%", "Best validation accuracy": "55.0%",
-        "Train − validation gap": "+30.0 points", "Test accuracy": "49.0%"}
+        "Run": "no dropout", "Final validation": "50.0%", "Best validation": "55.0%", "Gap": "+30.0 pts", "Test": "49.0%"}
     live = compare.comparison_row(ComparedRun("b", "dropout", REGULARISED, 12, training=True, test_accuracy=0.3))
     assert live.gap == pytest.approx(0.02) and live.test_accuracy is None
-    assert compare.row_in_words(live)["Test accuracy"] == "still training"
+    assert compare.row_in_words(live)["Test"] == "still training"
     train_only = compare.comparison_row(ComparedRun("c", "c", [{"epoch": 1, "loss": 1.0, "accuracy": 0.6}], 1))
     assert (train_only.final_validation, train_only.best_validation, train_only.gap) == (None, None, None)
-    assert compare.row_in_words(train_only)["Final validation accuracy"] == ""
+    assert compare.row_in_words(train_only)["Final validation"] == ""
 
 
 def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
@@ -85,10 +84,10 @@ def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
     for key, figure in (("loss", loss), ("accuracy", accuracy)):
         colours = []
         for run in runs:
-            traces = [trace for trace in figure.data if trace.name.startswith(run.name + ": ")]
+            traces = [trace for trace in figure.data if trace.name.startswith(run.name)]
             solid = [trace for trace in traces if trace.line.dash == "solid"]
             dashed = [trace for trace in traces if trace.line.dash == "dash"]
-            assert len(solid) == 1 and solid[0].name == f"{run.name}: training"
+            assert len(solid) == 1 and solid[0].name == run.name
             assert list(solid[0].y) == [entry[key] for entry in run.history]
             if run.run_id == "c":
                 assert dashed == []
@@ -97,9 +96,20 @@ def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
                 assert dashed[0].line.color == solid[0].line.color
             colours.append(solid[0].line.color)
         assert len(set(colours)) == len(runs)
-    names = [trace.name for trace in accuracy.data]
-    assert "dense dropout 0.0: validation (test set)" in names
-    assert "dense dropout 0.5: validation (5,000 held-out images)" in names
+    # Validated on different sets, each dashed line is named in the legend with its set.
+    in_legend = [trace.name for trace in accuracy.data if trace.showlegend is not False]
+    assert "dense dropout 0.0: validation (test set)" in in_legend
+    assert "dense dropout 0.5: validation (5,000 held-out images)" in in_legend
+    assert accuracy.layout.legend.title.text == "solid: training<br>dashed: validation"
+
+
+def test_runs_validated_alike_are_named_once_and_the_legend_title_says_on_what():
+    runs = [ComparedRun("a", "seed 0", OVERFITTING, 3, validation={"source": "held_out", "size": 5000}),
+            ComparedRun("b", "seed 1", REGULARISED, 3, validation={"source": "held_out", "size": 5000})]
+    loss, _ = compare.comparison_figures(runs)
+    assert [trace.name for trace in loss.data if trace.showlegend is not False] == ["seed 0", "seed 1"]
+    assert [trace.line.dash for trace in loss.data] == ["solid", "dash", "solid", "dash"]
+    assert loss.layout.legend.title.text.endswith("dashed: validation (5,000 held-out images)")
 
 
 def test_histories_come_from_epoch_events_else_from_saved_metrics():

@@ -118,6 +118,8 @@ def comparison_ui(run_ids: tuple[str, ...], board: Board, runs_dir: Path, events
     for column, figure, metric in zip(st.columns(2), compare.comparison_figures(runs), ("loss", "accuracy")):
         column.plotly_chart(figure, key=live.key(f"compare_{metric}"), width="stretch", theme=None, config=NO_TOOLBAR)
     st.table([compare.row_in_words(compare.comparison_row(run)) for run in runs], hide_index=True)
+    st.caption("Validation and test are accuracies. Gap: the final training accuracy minus the final validation "
+               "accuracy, in percentage points; the wider it is, the more the network memorised its training pictures.")
     if any(run.training for run in runs):
         st.caption("The curves fill in as the runs train, one point per epoch. The runs train one after the other.")
 
