@@ -34,6 +34,7 @@ def test_the_dropout_experiment_opens_a_comparison_of_its_two_runs(page, app_url
     panel = page.locator('[role="tabpanel"]:visible')
     expect(panel.get_by_text("Comparing conv dropout 0.0, dense dropout 0.0 vs conv dropout 0.2, dense dropout 0.5"))\
         .to_be_visible(timeout=60_000)
+    page.screenshot(path=screenshots / "12-compare-just-pressed.png")  # what a projector shows, unscrolled
     # The first run's curve fills in live; the second waits for it, so the test stops the first
     # after two epochs, then the second once its first epoch shows.
     try:
