@@ -72,17 +72,16 @@ def start_dropout_experiment(queue: Callable[[TrainConfig], str], cancel: Callab
 def experiment_ui(queue: Callable[[TrainConfig], str], cancel: Callable[[str], object], speed: Optional[float]) -> None:
     """The dropout experiment's button, with what it trains and how long that should take here."""
     without, recipe = dropout_experiment()
-    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
-        st.button("Run the dropout experiment", key="dropout_experiment", type="primary",
-                  on_click=start_dropout_experiment, args=(queue, cancel))
-        images = f"{without.train_size:,} training images" if without.train_size else "all training images"
-        if speed:  # a promise from this server's own measured speed, or none at all
-            time_words = (f"Both together take about {duration(expected_seconds(without, speed) + expected_seconds(recipe, speed))}"
-                          " here, after any runs before them.")
-        else:
-            time_words = "How long they take is not known yet on this server: it has not measured its speed."
-        st.caption(f"Two runs on the same {images}, seed and {without.epochs} epochs: one with no dropout, one with "
-                   f"the recipe's {recipe.conv_dropout:g}/{recipe.dense_dropout:g}. {time_words}")
+    st.button("Run the dropout experiment", key="dropout_experiment", type="primary",
+              on_click=start_dropout_experiment, args=(queue, cancel))
+    images = f"{without.train_size:,} training images" if without.train_size else "all training images"
+    if speed:  # a promise from this server's own measured speed, or none at all
+        both = expected_seconds(without, speed) + expected_seconds(recipe, speed)
+        time_words = f"Both together take about {duration(both)} here, after any runs before them."
+    else:
+        time_words = "How long they take is not known yet on this server: it has not measured its speed."
+    st.caption(f"Two runs on the same {images}, seed and {without.epochs} epochs: one with no dropout, one with "
+               f"the recipe's {recipe.conv_dropout:g}/{recipe.dense_dropout:g}. {time_words}")
     if problem := st.session_state.get(EXPERIMENT_PROBLEM):
         st.error(problem)
 
