@@ -31,6 +31,7 @@ from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, Qu
                             expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
+from ui.compare_views import COMPARE_TAB, compare_ui
 from ui.live_parts import LiveParts, live_mode
 from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
 from ui.watch_views import live_snapshot_ui, replay_ui, watch_list_ui
@@ -216,7 +217,8 @@ def run_setup_ui() -> TrainConfig:
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
                           "started as patterns of the pictures and trained with Adam and a cosine schedule: "
-                          "about 61% test accuracy after one epoch. No dropout: watch it overfit.")
+                          "about 61% test accuracy after one epoch. No dropout: watch it overfit. The Compare runs "
+                          "tab's dropout experiment trains with and without dropout in one click, side by side.")
     st.sidebar.slider("Epochs", *LIMITS["epochs"], key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", *LIMITS["conv_dropout"], step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
@@ -305,13 +307,21 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     return train, stop
 
 
-def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor, watch: Optional[list[dict]] = None) -> None:
+def queue_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> str:
+    """Queue a run as this page's (its owner may stop it), following the sidebar's watch-list;
+    raises QueueFull when the queue is full."""
+    run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set),
+                            st.session_state.get("watch_items"))
+    board().changed()
+    return run_id
+
+
+def submit_run(service: LocalTrainer, config: TrainConfig, who: Visitor) -> None:
     try:
-        run_id = service.submit(config, who.session, display_name(who.name, who.teacher and who.code_set), watch)
+        run_id = queue_run(service, config, who)
     except QueueFull as full:
         st.sidebar.error(str(full))
         return
-    board().changed()
     show_run(run_id)
     st.rerun()  # the page was drawn for the previous run: draw it for this one
 
@@ -572,7 +582,7 @@ def main() -> None:
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
     config = run_setup_ui()
-    watch = watch_list_ui(*watch_list_choices())
+    st.session_state.watch_items = watch_list_ui(*watch_list_choices())  # read when a run is queued, by a button's callback too
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
     running, queued, speed = board().snapshot()
@@ -584,7 +594,7 @@ def main() -> None:
     if stop and target is not None:
         stop_run(service, target, who)
     if train:
-        submit_run(service, config, who, watch)
+        submit_run(service, config, who)
     st.markdown("### Watch a ConvNet learn")
     if run_id is None:  # a first visit: what the network is, open, before anything else
         with st.expander("What is this network?", expanded=True), shown_as_error("showing the network"):
@@ -617,8 +627,8 @@ def main() -> None:
     # Keyed and tracked, the tab a user chose stays chosen when the page above it changes (a run
     # starting or ending); untracked tabs jumped back to the first. Every tab is still drawn, so
     # an upload or a gallery filter survives a look at another tab.
-    results, test_set, pictures, saved = st.tabs(["Results", "Test images", "Your pictures", "Saved runs"],
-                                                 key="tab", on_change="rerun")
+    results, test_set, pictures, saved, compared = st.tabs(["Results", "Test images", "Your pictures", "Saved runs",
+                                                            COMPARE_TAB], key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
             results_ui(run, test_split, model)  # model: the run's own, as tested is run whenever run is set
@@ -640,6 +650,9 @@ def main() -> None:
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
         saved_runs_ui(service, run_id, who)
+    with compared, shown_as_error("comparing runs"):
+        compare_ui(service.store, board(), RUNS_DIR, live, CURVES_SECONDS, live_run,
+                   lambda config: queue_run(service, config, who), service.cancel, shown=compared.open is not False)
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
             network_ui()
