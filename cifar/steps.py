@@ -38,10 +38,12 @@ this one about 7 ms:
    dense kernel update runs at the start of the next step, beside its conv layer (`_steps`).
 
 tests/test_steps.py checks, step against step, that this computes what Keras's compiled
-recipe computes, and that the gradients through dropout are those of Keras's layers.
+recipe computes, and that the gradients through dropout are those of Keras's layers;
+tests/test_plain_path.py that it trains the seed ConvNet to the plain path's weights and events.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Optional
 
@@ -115,19 +117,28 @@ def seed_convnet_difference(model: "keras.Model") -> Optional[str]:
         return "the model has no defined input"
     if len(rates) != 2 or not isinstance(num_classes, int):
         return f"the model has layers {[layer.name for layer in model.layers]}"
-    reference = build_model(num_classes, *rates)
-    if inputs != (tuple(reference.input_shape), reference.inputs[0].dtype):
-        return f"its input is {inputs}, not {tuple(reference.input_shape)} {reference.inputs[0].dtype}"
-    if [type(layer) for layer in model.layers] != [type(layer) for layer in reference.layers]:
+    expected_inputs, expected_layers = _seed_convnet_layers(num_classes, *rates)
+    if inputs != expected_inputs:
+        return f"its input is {inputs}, not {expected_inputs}"
+    if [type(layer) for layer in model.layers] != [kind for kind, _ in expected_layers]:
         return f"its layers are {[type(layer).__name__ for layer in model.layers]}"
-    for layer, expected in zip(model.layers, reference.layers):
-        if _step_config(layer) != _step_config(expected):
-            different = sorted(key for key in _step_config(layer).keys() | _step_config(expected).keys()
-                               if _step_config(layer).get(key) != _step_config(expected).get(key))
+    for layer, (_, expected) in zip(model.layers, expected_layers):
+        config = _step_config(layer)
+        if config != expected:
+            different = sorted(key for key in config.keys() | expected.keys() if config.get(key) != expected.get(key))
             return f"its layer {layer.name!r} differs in {', '.join(different)}"
     if model.losses:
         return "the model adds losses of its own"
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_convnet_layers(num_classes: int, conv_dropout: float, dense_dropout: float) -> tuple[tuple, list]:
+    """build_model's input (shape, dtype) and its layers' (class, config): kept, because building
+    the reference's four million weights takes a noticeable fraction of a second."""
+    reference = build_model(num_classes, conv_dropout, dense_dropout)
+    return ((tuple(reference.input_shape), reference.inputs[0].dtype),
+            [(type(layer), _step_config(layer)) for layer in reference.layers])
 
 
 def _step_config(layer: "keras.layers.Layer") -> dict:

@@ -199,6 +199,9 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
         while_paused: Optional[Callable[[], None]] = None) -> TrainResult:
     """Train a built model in place, streaming events; returns how it went.
 
+    The seed ConvNet trains on the fast path (cifar/steps.py) unless config.fast_step is off;
+    any other model on the plain path (cifar/plain_steps.py). Both give the same events.
+
     A stop request is honoured before each compiled call of steps (a fraction of a second)
     and leaves the weights of the last completed step. While `pause` is set, training waits
     before its next step, calling `while_paused` now and then, and goes on from that step

@@ -117,9 +117,14 @@ VARIANTS = {
 }
 
 
-def test_the_same_layers_written_out_take_the_fast_path():
+def test_the_same_layers_written_out_take_the_fast_path_and_anything_else_the_plain_one():
     assert training_path(seed_layers(), TrainConfig()) == "fast"  # other names, same step
     assert training_path(seed_layers(), TrainConfig(fast_step=False)) == "plain"
+    seed = build_model(10)
+    assert training_path(keras.Model(seed.inputs, seed.outputs), TrainConfig()) == "plain"  # may call them otherwise
+    constrained = build_model(10)
+    constrained.get_layer("dense").kernel_constraint = keras.constraints.MaxNorm(1.0)
+    assert training_path(constrained, TrainConfig()) == "plain"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
