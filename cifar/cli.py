@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what the per-epoch validation curve is computed on (default: held_out, images held out "
                             "of the training set: 5,000, or 10%% of --train-size; test: the test set, the old way)")
     train.add_argument("--no-validation", action="store_true", help="no per-epoch validation (--validation none)")
+    train.add_argument("--plain-step", action="store_true",
+                       help="train with Keras's own training step, the reference, instead of the seed ConvNet's fast one")
     train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download)")
     train.add_argument("--out", required=True, help="folder for model.keras and metrics.json")
 
@@ -61,6 +63,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["validation"] = args.validation
     if args.no_validation:
         changes["validation"] = "none"
+    if args.plain_step:
+        changes["fast_step"] = False
     return PRESETS[PRESET_NAMES[args.preset]].replace(**changes)
 
 
@@ -83,7 +87,8 @@ class ProgressBars:
             epochs = f"{event['epochs']} epoch{'s' if event['epochs'] != 1 else ''}"
             checked = event.get("validation", {})
             held = f" ({checked['images']:,} more held out for validation)" if checked.get("source") == "held_out" else ""
-            print(f"Training on {event['train_size']:,} images{held}, {epochs} of {event['steps_per_epoch']} steps",
+            plain = " on Keras's plain training step" if event.get("path") == "plain" else ""
+            print(f"Training on {event['train_size']:,} images{held}, {epochs} of {event['steps_per_epoch']} steps{plain}",
                   file=self.stream)
         elif kind == "batch" and self.live and time.monotonic() - self.last_draw > 0.2:
             fraction = event["step"] / event["steps_per_epoch"]

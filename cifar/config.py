@@ -31,6 +31,7 @@ class TrainConfig:
     validation: Validation = "held_out"  # the per-epoch curve's images: held out of training ("test" was the old way; the recipe has none)
     seed: int = 0  # the same seed and config give the same metrics on CPU
     eval_batch_size: int = 128  # the recipe's evaluate(batch_size=128)
+    fast_step: bool = True  # the seed ConvNet's fast step (cifar/steps.py); False trains on the plain path, the reference
 
     def __post_init__(self) -> None:
         problems = []

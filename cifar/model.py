@@ -2,7 +2,8 @@
 
 The one deliberate addition is the first layer: the model takes raw uint8 pixels and scales
 them to [0, 1] itself, so the dataset stays uint8 in memory and a saved model takes pixels
-as any image gives them. Its loss and optimizer live in the training step (cifar/steps.py).
+as any image gives them. Its loss and optimizer live in the training steps (cifar/steps.py,
+cifar/plain_steps.py).
 `principal_component_filters` gives the conv layer another starting point than Keras's random
 one, for the Quick demo: the same layers, started from the main patterns of the pictures.
 """

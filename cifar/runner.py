@@ -74,6 +74,7 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
     snapshots: list[Event] = []
     pauses: list[Event] = []
     checked_on: dict[str, Any] = {}
+    trained_by: dict[str, str] = {}
 
     def record(event: Event) -> None:
         kind = event["event"]
@@ -85,6 +86,7 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
             pauses.append(dict(event))
         elif kind == "start":
             checked_on.update(event["validation"])
+            trained_by["path"] = event["path"]
         emit(event)
 
     model, result = train_new_model((x_train, y_train), (x_test, y_test), class_names, config, record, stop,
@@ -97,6 +99,7 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
     metrics = {
         "config": config.to_dict(), "class_names": class_names, "status": result.status, "reason": result.reason,
         "history": result.history, "batches": batches, "train_size": train_size, "validation": checked_on,
+        "training_path": trained_by["path"],
         "watch_list": items, "snapshots": snapshots, "pauses": pauses,
         "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"],
         "per_class_accuracy": test["per_class_accuracy"], "confusion_matrix": test["confusion_matrix"],

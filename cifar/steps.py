@@ -1,4 +1,12 @@
-"""The training step of the seed ConvNet as one compiled TensorFlow function: the same math, faster.
+"""The fast training path: the seed ConvNet's step as one compiled TensorFlow function, the same math, faster.
+
+Training has two paths with one interface (`run(images, labels, *masks) -> (loss_sum, correct)`
+over a group of steps), and cifar/train.py streams the same events from either:
+
+- the plain path (cifar/plain_steps.py, `PlainSteps`): Keras's own layers, loss and optimizer
+  over `model(x, training=True)`. It trains any model and is the reference;
+- the fast path (here, `TrainSteps`): only for a model that provably is the seed's
+  (`seed_convnet_difference` compares every layer's config with `cifar.model.build_model`'s).
 
 `model.fit` computes the recipe's step from general parts; this module computes the very same
 function (the same layers and weights, float32 throughout, the same dropout distributions,
@@ -30,17 +38,20 @@ this one about 7 ms:
    dense kernel update runs at the start of the next step, beside its conv layer (`_steps`).
 
 tests/test_steps.py checks, step against step, that this computes what Keras's compiled
-recipe computes, and that the gradients through dropout are those of Keras's layers.
+recipe computes, and that the gradients through dropout are those of Keras's layers;
+tests/test_plain_path.py that it trains the seed ConvNet to the plain path's weights and events.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from cifar.backend import keras_module, tensorflow_module
 from cifar.config import TrainConfig
+from cifar.model import build_model
 
 if TYPE_CHECKING:
     import keras
@@ -84,8 +95,59 @@ def keep_mask(bits: np.random.BitGenerator, shape: tuple[int, ...], rate: float)
     return keep.reshape(shape)
 
 
+# What a layer's config may differ in without changing the step: names, the initial weights'
+# initializers (the step starts from whatever weights the model has) and dropout's seed (the
+# fast path draws its own masks from the run's seed).
+IRRELEVANT_TO_THE_STEP = ("name", "kernel_initializer", "bias_initializer", "seed")
+
+
+def seed_convnet_difference(model: "keras.Model") -> Optional[str]:
+    """None if the model is, layer for layer, what `cifar.model.build_model` makes (with its own
+    class count and dropout rates), so TrainSteps computes its training step; otherwise the
+    first difference found, in words. Every config value that changes the step counts:
+    activations, padding, dilation, the Rescaling offset, regularisers, constraints, dtypes."""
+    keras = keras_module()
+    if type(model) is not keras.Sequential:  # a subclass or functional model may call its layers otherwise
+        return f"the model is a {type(model).__name__}, not a keras.Sequential"
+    rates = [layer.rate for layer in model.layers if type(layer) is keras.layers.Dropout]
+    try:
+        num_classes = model.output_shape[-1]
+        inputs = (tuple(model.input_shape), model.inputs[0].dtype)
+    except (AttributeError, ValueError):
+        return "the model has no defined input"
+    if len(rates) != 2 or not isinstance(num_classes, int):
+        return f"the model has layers {[layer.name for layer in model.layers]}"
+    expected_inputs, expected_layers = _seed_convnet_layers(num_classes, *rates)
+    if inputs != expected_inputs:
+        return f"its input is {inputs}, not {expected_inputs}"
+    if [type(layer) for layer in model.layers] != [kind for kind, _ in expected_layers]:
+        return f"its layers are {[type(layer).__name__ for layer in model.layers]}"
+    for layer, (_, expected) in zip(model.layers, expected_layers):
+        config = _step_config(layer)
+        if config != expected:
+            different = sorted(key for key in config.keys() | expected.keys() if config.get(key) != expected.get(key))
+            return f"its layer {layer.name!r} differs in {', '.join(different)}"
+    if model.losses:
+        return "the model adds losses of its own"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_convnet_layers(num_classes: int, conv_dropout: float, dense_dropout: float) -> tuple[tuple, list]:
+    """build_model's input (shape, dtype) and its layers' (class, config): kept, because building
+    the reference's four million weights takes a noticeable fraction of a second."""
+    reference = build_model(num_classes, conv_dropout, dense_dropout)
+    return ((tuple(reference.input_shape), reference.inputs[0].dtype),
+            [(type(layer), _step_config(layer)) for layer in reference.layers])
+
+
+def _step_config(layer: "keras.layers.Layer") -> dict:
+    return {key: value for key, value in layer.get_config().items() if key not in IRRELEVANT_TO_THE_STEP}
+
+
 class TrainSteps:
-    """Groups of training steps of a model made by `cifar.model.build_model`, updating it in place.
+    """Groups of training steps of a model made by `cifar.model.build_model`, updating it in place:
+    the fast path, for that model only (`seed_convnet_difference`).
 
     `run(images, labels, *masks)` takes k batches stacked on a first axis (uint8 images
     (k, b, 32, 32, 3), labels (k, b), and one keep mask per non-zero dropout from
@@ -95,19 +157,23 @@ class TrainSteps:
 
     def __init__(self, model: "keras.Model", config: TrainConfig, steps_per_epoch: int) -> None:
         tf, keras = tensorflow_module(), keras_module()
-        self._check_architecture(model)
+        difference = seed_convnet_difference(model)
+        if difference is not None:
+            raise ValueError(f"TrainSteps computes the seed ConvNet of cifar.model.build_model only, and {difference}; "
+                             "train it with cifar.plain_steps.PlainSteps")
         self.tf = tf
         self.config = config
-        self.scale = float(model.get_layer("scale_to_unit").get_config()["scale"])
-        self.conv, self.dense, self.output = (model.get_layer(name) for name in ("conv", "dense", "class_probabilities"))
+        # By position, not name: seed_convnet_difference has checked every layer but their names.
+        scale_to_unit, self.conv, conv_dropout, _, flatten, self.dense, dense_dropout, self.output = model.layers
+        self.scale = float(scale_to_unit.get_config()["scale"])
         self.variables = [variable.value for variable in model.trainable_variables]  # the tf.Variables themselves
-        self.rates = {name: float(model.get_layer(name).rate) for name in ("conv_dropout", "dense_dropout")}
+        self.rates = {"conv_dropout": float(conv_dropout.rate), "dense_dropout": float(dense_dropout.rate)}
         self.mask_shapes = {
             name: tuple(layer.output.shape[1:])
             for name, layer in (("conv_dropout", self.conv), ("dense_dropout", self.dense))
             if self.rates[name] > 0
         }
-        self.flat_size = math.prod(model.get_layer("flatten").output.shape[1:])
+        self.flat_size = math.prod(flatten.output.shape[1:])
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self.learning_rate = (
             keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
@@ -123,18 +189,6 @@ class TrainSteps:
         # One trace for every group size; without AutoGraph (the loop is an explicit while_loop) the
         # trace takes 0.12 s instead of 0.33 s, paid once per run.
         self._run = tf.function(self._steps, input_signature=signature, autograph=False)
-
-    @staticmethod
-    def _check_architecture(model: "keras.Model") -> None:
-        names = [layer.name for layer in model.layers]
-        expected = ["scale_to_unit", "conv", "conv_dropout", "pool", "flatten", "dense", "dense_dropout", "class_probabilities"]
-        problem = f"TrainSteps computes the seed ConvNet of cifar.model.build_model, not layers {names}"
-        if names != expected:
-            raise ValueError(problem)
-        conv, pool = model.get_layer("conv").get_config(), model.get_layer("pool").get_config()
-        if (conv["strides"] != (1, 1) or conv["padding"] != "same" or conv["activation"] != "relu"
-                or tuple(pool["pool_size"]) != (2, 2) or tuple(pool["strides"]) != (2, 2) or pool["padding"] != "valid"):
-            raise ValueError(problem)
 
     def run(self, images: np.ndarray, labels: np.ndarray, *masks: np.ndarray) -> tuple[float, float]:
         loss_sum, correct = self._run(images, labels.astype(np.int32, copy=False), *masks)

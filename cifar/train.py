@@ -3,7 +3,9 @@
 Every consumer (the CLI's progress bars, the app's background job, the tests) reads the same
 events, so what the app draws is exactly what the CLI prints:
 
-- ``{"event": "start", "epochs", "steps_per_epoch", "train_size", "config"}``
+- ``{"event": "start", "epochs", "steps_per_epoch", "train_size", "config", "validation", "path"}``, where
+  path says which training step trains the model: "fast" (cifar/steps.py, the seed ConvNet only) or
+  "plain" (cifar/plain_steps.py, any model)
 - ``{"event": "batch", "epoch", "step", "steps_per_epoch", "loss", "accuracy", "images", "images_done",
   "epoch_loss", "epoch_accuracy", "images_per_second", "elapsed", "remaining", "progress"}`` every few
   batches; ``loss`` and ``accuracy`` cover just the ``images`` since the previous event (an epoch's
@@ -36,7 +38,8 @@ from cifar.config import TrainConfig, held_out_size
 from cifar.model import build_model, principal_component_filters
 from cifar.predict import predict_probabilities
 from cifar.snapshots import take_snapshot
-from cifar.steps import TrainSteps, keep_mask, steps_per_call
+from cifar.plain_steps import PlainSteps
+from cifar.steps import TrainSteps, keep_mask, seed_convnet_difference, steps_per_call
 
 if TYPE_CHECKING:
     import keras
@@ -185,11 +188,19 @@ class _Progress:
                        "remaining": self.remaining((self.epochs - entry["epoch"]) * self.train_size)})
 
 
+def training_path(model: "keras.Model", config: TrainConfig) -> str:
+    """"fast" (cifar/steps.py) when the model provably is the seed's and the config allows it, else "plain"."""
+    return "fast" if config.fast_step and seed_convnet_difference(model) is None else "plain"
+
+
 def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Optional[Arrays] = None,
         on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None,
         watched: Optional[np.ndarray] = None, pause: Optional[threading.Event] = None,
         while_paused: Optional[Callable[[], None]] = None) -> TrainResult:
     """Train a built model in place, streaming events; returns how it went.
+
+    The seed ConvNet trains on the fast path (cifar/steps.py) unless config.fast_step is off;
+    any other model on the plain path (cifar/plain_steps.py). Both give the same events.
 
     A stop request is honoured before each compiled call of steps (a fraction of a second)
     and leaves the weights of the last completed step. While `pause` is set, training waits
@@ -200,15 +211,16 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
     on_event = on_event or (lambda event: None)
     stop = stop or threading.Event()
     started = time.perf_counter()
+    path = training_path(model, config)  # before seeding: the check builds a reference model
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = subset(*train, config.train_size, config.seed)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    steps = TrainSteps(model, config, steps_per_epoch)
+    steps = (TrainSteps if path == "fast" else PlainSteps)(model, config, steps_per_epoch)
     mask_rates = [(shape, steps.rates[name]) for name, shape in steps.mask_shapes.items()]
     checked_on = {"source": config.validation if validation is not None else "none",
                   "images": len(validation[0]) if validation is not None else 0}
     on_event({"event": "start", "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
-              "train_size": len(x_train), "config": config.to_dict(), "validation": checked_on})
+              "train_size": len(x_train), "config": config.to_dict(), "validation": checked_on, "path": path})
     progress = _Progress(on_event, config.epochs, steps_per_epoch, len(x_train))
     if watched is not None:
         on_event(take_snapshot(model, watched, 0))

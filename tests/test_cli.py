@@ -102,3 +102,11 @@ def test_importing_the_app_and_the_package_does_not_load_tensorflow():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_plain_step_option_turns_the_fast_step_off_and_nothing_else():
+    from cifar.cli import build_parser, config_from_args
+
+    plain = config_from_args(build_parser().parse_args(["train", "--plain-step", "--out", "run"]))
+    default = config_from_args(build_parser().parse_args(["train", "--out", "run"]))
+    assert default.fast_step and plain == default.replace(fast_step=False)

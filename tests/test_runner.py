@@ -39,5 +39,11 @@ def test_a_run_for_the_command_line_saves_its_model_and_metrics_but_no_files_for
     from cifar.store import METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE
 
     metrics = run_training(TrainConfig(epochs=1, validation="none"), tmp_path / "run", dataset=dataset)
-    assert metrics["status"] == "finished"
+    assert metrics["status"] == "finished" and metrics["training_path"] == "fast"  # the seed recipe
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == sorted([MODEL_FILE, METRICS_FILE, PREDICTIONS_FILE])
+
+
+def test_a_runs_metrics_say_which_training_path_trained_it(tmp_path, dataset):
+    metrics = run_training(TrainConfig(epochs=1, validation="none", fast_step=False), tmp_path / "run", dataset=dataset)
+    assert metrics["status"] == "finished" and metrics["training_path"] == "plain"
+    assert metrics["config"]["fast_step"] is False
