@@ -33,7 +33,7 @@ from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.compare_views import COMPARE_TAB, compare_ui
 from ui.live_parts import LiveParts, live_mode
-from ui.model_views import curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
+from ui.model_views import CURVE_WORDS, curves_ui, duration, gallery_ui, pixels_large, results_ui, uploads_ui
 from ui.watch_views import live_snapshot_ui, replay_ui, watch_list_ui
 
 RUNS_DIR = Path(os.environ.get("CIFAR_RUNS_DIR", Path(__file__).resolve().parent / "runs"))
@@ -131,14 +131,20 @@ LAYERS_DOT = """digraph {
 }"""
 
 
-def network_ui() -> None:
+def network_ui(data_error_shown_elsewhere: bool = False) -> None:
     """What the network is, before anyone trains it: its layers, and the pictures it learns from."""
     st.graphviz_chart(LAYERS_DOT, width="stretch")
     st.markdown("A 3×3 convolution layer with 32 filters looks at every patch of the 32×32 picture, max pooling "
                 "halves it, a 512-unit dense layer combines everything, and a softmax gives a probability for each "
                 "of the 10 classes. Dropout switches units off at random while training, so the network cannot "
                 "memorise the training pictures. Press **Train**, and watch it learn.")
-    x_test, y_test, class_names = test_split()
+    try:
+        x_test, y_test, class_names = test_split()
+    except DataError:
+        if not data_error_shown_elsewhere:
+            raise
+        st.caption("The example pictures need the CIFAR data, which could not be loaded.")
+        return
     first_of_each = [int(np.flatnonzero(y_test == label)[0]) for label in range(len(class_names))]
     st.image([pixels_large(x_test[index], 80) for index in first_of_each], caption=class_names, width=80)
     st.caption("One test picture of each class, 32×32 pixels, shown two and a half times as large.")
@@ -470,16 +476,14 @@ def live_watch_ui(run_id: str, epochs: int) -> None:
     run = live_run(run_id)
     run.refresh()
     watch_lists = run.of_kind("watch_list")
+    if not watch_lists:
+        return  # no snapshot before the worker has the data; should it fail, the run's own message says why
     with shown_as_error("showing the watch-list"):
         x_test, _, class_names = test_split()
         live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"] if watch_lists else [], class_names, x_test,
                          epochs)
 
 
-CURVE_WORDS = ("**The curves.** Loss (left) should fall and accuracy (right) rise as the network sees more pictures. "
-               "Blue is measured on the training pictures, orange (validation) on pictures it never trains on: when "
-               "blue keeps improving and orange stalls, the gap between them is the network memorising its "
-               "training pictures.")
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -608,7 +612,11 @@ def main() -> None:
     if run_id is None:
         st.info("Choose settings in the sidebar and press **Train**. The Quick demo preset trains a good model in one epoch.")
     elif st.session_state.get("showing_latest") and run is not None and record is not None and record.state in SAVED:
-        st.info("Nothing is training now, so this is the latest saved run. Press **Train** to start a new one.")
+        if running or queued:  # started since this page opened, by a button elsewhere on it or by someone else
+            st.info("This is the latest saved run. Runs have started since: the queue above says which, and Compare "
+                    "runs follows them.")
+        else:
+            st.info("Nothing is training now, so this is the latest saved run. Press **Train** to start a new one.")
     elif record is None and run is None:
         st.warning(f"There is no run {run_id!r} on this server: it may have been deleted. Choose settings and press "
                    "**Train**, or open a saved run.")
@@ -655,7 +663,7 @@ def main() -> None:
                    lambda config: queue_run(service, config, who), service.cancel, shown=compared.open is not False)
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
-            network_ui()
+            network_ui(data_error_shown_elsewhere=True)  # a run that needs the data says why it has none
     # Streaming, the script stays here, redrawing what changes, until the page must be drawn anew.
     live.follow(layout=(run_id, record.state if record else None, record.pause_requested if record else None, queue_shown,
                         tested.run_id if tested else None, model is None))

@@ -95,27 +95,26 @@ def epoch_history(events: Sequence[dict[str, Any]], metrics: Optional[dict[str, 
     return list(metrics.get("history", []))
 
 
-def validation_of(history: Sequence[dict[str, Any]], metrics: Optional[dict[str, Any]],
+def validation_of(events: Sequence[dict[str, Any]], metrics: Optional[dict[str, Any]],
                   config: Optional[TrainConfig]) -> Optional[dict[str, Any]]:
-    """What the validation values were computed on, newest word first: the epoch entries, the saved
-    metrics, then the config's `validation` setting. None when the run validates on nothing."""
-    for entry in reversed(history):
-        if isinstance(entry.get("validation"), dict):
-            return entry["validation"]
-    if metrics and isinstance(metrics.get("validation"), dict):
-        return metrics["validation"]
-    source = getattr(config, "validation", None)
-    if source not in (None, "none"):
-        return {"source": source}
-    return {} if any("val_accuracy" in entry for entry in history) else None
+    """What the validation values were computed on, as training recorded it (its "start" event, or
+    the saved metrics), else as the config asked. None when the run validates on nothing."""
+    recorded = next((event["validation"] for event in events
+                     if event.get("event") == "start" and isinstance(event.get("validation"), dict)), None)
+    if recorded is None and metrics and isinstance(metrics.get("validation"), dict):
+        recorded = metrics["validation"]
+    if recorded is None:
+        source = getattr(config, "validation", None)
+        recorded = {"source": source} if source is not None else None
+    return None if recorded is None or recorded.get("source") == "none" else recorded
 
 
 def validation_words(validation: Optional[dict[str, Any]]) -> str:
     """ "validation (5,000 held-out images)", "validation (test set)", or plain "validation"."""
     validation = validation or {}
     if validation.get("source") == "held_out":
-        size = validation.get("size")
-        return f"validation ({size:,} held-out images)" if isinstance(size, int) else "validation (held-out images)"
+        images = validation.get("images")
+        return f"validation ({images:,} held-out images)" if isinstance(images, int) else "validation (held-out images)"
     if validation.get("source") == "test":
         return "validation (test set)"
     return "validation"

@@ -302,11 +302,12 @@ def test_the_live_watch_list_and_filters_change_between_epochs(browser, page, ap
         expect(small.get_by_text(re.compile(r"^What it has learned so far"))).to_be_visible(timeout=60_000)
         small.screenshot(path=screenshots / "10-live-watch-list-phone.png", full_page=True)
         # On a phone: the progress, then the curves, then the watch-list, in that order.
-        tops = small.evaluate("""() => [
-            document.querySelector('[data-testid="stProgress"]').getBoundingClientRect().top,
-            document.querySelector('.js-plotly-plot').getBoundingClientRect().top,
-            [...document.querySelectorAll('h5')].find(h => h.innerText.startsWith('What it has learned'))
-                .getBoundingClientRect().top]""")
+        tops = small.wait_for_function("""() => {
+            const parts = [document.querySelector('[data-testid="stProgress"]'),
+                           document.querySelector('.js-plotly-plot'),
+                           [...document.querySelectorAll('h5')].find(h => h.innerText.startsWith('What it has learned'))];
+            return parts.every(Boolean) && parts.map(part => part.getBoundingClientRect().top);
+        }""", timeout=60_000).json_value()  # a page opened mid-run draws its parts a moment after its heading
         assert tops == sorted(tops), tops
     finally:
         phone.close()
@@ -607,14 +608,14 @@ def click_a_cell_and_see_its_images(page, name: str, screenshots: Path) -> None:
     truth, said = CIFAR10_CLASSES[cell["truth"]], CIFAR10_CLASSES[cell["said"]]
     heading = page.get_by_text(re.compile(rf"^True {truth}, predicted {said}: {cell['count']} test images"))
     expect(heading).to_have_count(0)
-    # A click in the 0.3 s after a page's first run ends joins the run that starts streaming, which leaves the
-    # previous cell's tiles on screen, stale, beside the new ones (ui/live_parts.py); a person is never that quick.
-    time.sleep(1.0)
+    # At once: a click that joins the run a page starts streaming in must not leave the previous cell's tiles behind.
     clicked = time.perf_counter()
     page.mouse.click(cell["x"], cell["y"])
     expect(heading).to_be_visible(timeout=30_000)
     tiles = page.locator('[class*="st-key-cell_inspect_"] button')
     expect(tiles).to_have_count(min(cell["count"], 24), timeout=30_000)
+    time.sleep(1.0)  # nothing stale comes back once the page streams again
+    expect(tiles).to_have_count(min(cell["count"], 24))
     pictures = f".st-key-cell_tiles_{cell['truth']}_{cell['said']} [data-testid=stImage] img"
     expect(page.locator(pictures)).to_have_count(min(cell["count"], 24))
     page.wait_for_function(f"() => Array.from(document.querySelectorAll('{pictures}'))"

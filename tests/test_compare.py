@@ -77,7 +77,7 @@ def test_the_table_gives_final_and_best_validation_the_gap_and_test_accuracy():
 def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
     runs = [ComparedRun("a", "dense dropout 0.0", OVERFITTING, 3, validation={"source": "test"}),
             ComparedRun("b", "dense dropout 0.5", REGULARISED, 3, training=True,
-                        validation={"source": "held_out", "size": 5000}),
+                        validation={"source": "held_out", "images": 5000}),
             ComparedRun("c", "seed 3", [{"epoch": 1, "loss": 1.0, "accuracy": 0.6}], 3)]  # trained without validation
     loss, accuracy = compare.comparison_figures(runs)
     assert loss.layout.title.text.startswith("Loss") and accuracy.layout.title.text.startswith("Accuracy")
@@ -104,8 +104,8 @@ def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
 
 
 def test_runs_validated_alike_are_named_once_and_the_legend_title_says_on_what():
-    runs = [ComparedRun("a", "seed 0", OVERFITTING, 3, validation={"source": "held_out", "size": 5000}),
-            ComparedRun("b", "seed 1", REGULARISED, 3, validation={"source": "held_out", "size": 5000})]
+    runs = [ComparedRun("a", "seed 0", OVERFITTING, 3, validation={"source": "held_out", "images": 5000}),
+            ComparedRun("b", "seed 1", REGULARISED, 3, validation={"source": "held_out", "images": 5000})]
     loss, _ = compare.comparison_figures(runs)
     assert [trace.name for trace in loss.data if trace.showlegend is not False] == ["seed 0", "seed 1"]
     assert [trace.line.dash for trace in loss.data] == ["solid", "dash", "solid", "dash"]
@@ -119,13 +119,15 @@ def test_histories_come_from_epoch_events_else_from_saved_metrics():
     assert compare.epoch_history([{"event": "start"}], None) == []
 
 
-def test_what_validation_was_computed_on_is_taken_from_the_newest_word():
-    held_out = {"source": "held_out", "size": 5000}
-    entries = [{**OVERFITTING[0], "validation": held_out}]
-    assert compare.validation_of(entries, {"validation": {"source": "test"}}, SEED_RECIPE) == held_out
-    assert compare.validation_of(OVERFITTING, {"validation": {"source": "test"}}, None) == {"source": "test"}
-    assert compare.validation_of(OVERFITTING, {}, SEED_RECIPE) == {"source": "test"}
+def test_what_validation_was_computed_on_is_what_training_recorded_else_what_the_config_asked():
+    held_out = {"source": "held_out", "images": 5000}
+    start = [{"event": "start", "validation": held_out}, *OVERFITTING]
+    assert compare.validation_of(start, {"validation": {"source": "test"}}, SEED_RECIPE) == held_out
+    assert compare.validation_of(OVERFITTING, {"validation": {"source": "test"}}, SEED_RECIPE) == {"source": "test"}
+    old_run = SEED_RECIPE.replace(validation="test")  # runs from before the held-out split say so in their config
+    assert compare.validation_of(OVERFITTING, {}, old_run) == {"source": "test"}
     assert compare.validation_of([], {}, SEED_RECIPE.replace(validation="none")) is None
+    assert compare.validation_of([{"event": "start", "validation": {"source": "none", "images": 0}}], {}, None) is None
     assert compare.validation_words(held_out) == "validation (5,000 held-out images)"
     assert compare.validation_words({"source": "test"}) == "validation (test set)"
     assert compare.validation_words({}) == "validation"

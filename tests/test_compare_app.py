@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from cifar.config import TrainConfig, dropout_experiment
+from cifar.config import TrainConfig, dropout_experiment, held_out_size
 from cifar.runstore import ENDED, SAVED, RunStore
 from tests.test_app import new_app, page_text, quick_settings, runs_dir, train_to_the_end, wait_for  # noqa: F401
 
@@ -62,8 +62,9 @@ def test_two_trained_runs_compared_are_named_by_their_dense_dropout(runs_dir):
     assert "**Comparing dense dropout 0.0 vs 0.5.**" in page_text(at)
     assert "Both together take about" in page_text(at)  # the server has measured its speed now
     traces = compare_traces(at)
-    assert {trace["name"] for trace in traces} == {"dense dropout 0.0", "dense dropout 0.0: validation (test set)",
-                                                   "dense dropout 0.5", "dense dropout 0.5: validation (test set)"}
+    held = f"validation ({held_out_size(800)} held-out images)"  # quick_settings trains on 800 images
+    assert {trace["name"] for trace in traces} == {"dense dropout 0.0", f"dense dropout 0.0: {held}",
+                                                   "dense dropout 0.5", f"dense dropout 0.5: {held}"}
     assert all(len(trace["y"]) == 2 for trace in traces)  # two epochs each, from the store's events
     table = at.table[0].value
     assert list(table["Run"]) == ["dense dropout 0.0", "dense dropout 0.5"]

@@ -184,38 +184,3 @@ def test_a_stop_request_on_the_plain_path_ends_the_run_between_groups_of_steps()
     assert result.status == "stopped" and 0 < result.steps_done < 50 * 125
     probabilities = model.predict(train[0][:16], verbose=0)
     assert np.all(np.isfinite(probabilities)) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
-
-
-def test_a_pause_on_the_plain_path_goes_on_from_the_same_step_to_the_same_weights():
-    train = learnable_images(1_000, seed=14)
-    config = TrainConfig(epochs=2, seed=5, validation="none", fast_step=False)  # with dropout: Keras's own masks
-    keras.utils.set_random_seed(config.seed)
-    reference = build_model(10)
-    fit(reference, train, config)
-
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(10)
-    pause, events, paused_seen = threading.Event(), [], threading.Event()
-
-    def on_event(event):
-        events.append(event)
-        if event["event"] == "batch" and event["epoch"] == 1 and not pause.is_set() and not paused_seen.is_set():
-            pause.set()
-        if event["event"] == "paused":
-            paused_seen.set()
-
-    worker = threading.Thread(target=fit, args=(model, train, config), kwargs=dict(on_event=on_event, pause=pause))
-    worker.start()
-    assert paused_seen.wait(60)
-    count = len(events)
-    time.sleep(0.5)
-    assert len(events) == count  # no step while paused
-    pause.clear()
-    worker.join(60)
-    paused = next(e for e in events if e["event"] == "paused")
-    resumed = next(e for e in events if e["event"] == "resumed")
-    after = events[events.index(resumed) + 1]
-    assert events[0]["path"] == "plain" and resumed["step"] == paused["step"]
-    assert after["event"] == "batch" and after["step"] > paused["step"] and events[-1]["status"] == "finished"
-    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

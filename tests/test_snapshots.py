@@ -111,9 +111,10 @@ def test_a_pictures_story_names_what_it_was_called_over_the_epochs():
     assert predictions_story([[0.9, 0.1]] * 3, names) == "cat at epochs 0–2"
 
 
-def test_a_pause_stops_the_steps_and_a_resume_goes_on_from_the_same_step_to_the_same_weights():
+@pytest.mark.parametrize("fast_step", [True, False], ids=["fast path", "plain path"])
+def test_a_pause_stops_the_steps_and_a_resume_goes_on_from_the_same_step_to_the_same_weights(fast_step):
     train = learnable_images(2_000, seed=4)
-    config = TrainConfig(epochs=2, seed=5, validation="none")
+    config = TrainConfig(epochs=2, seed=5, validation="none", fast_step=fast_step)  # plain: Keras's own dropout masks
     keras.utils.set_random_seed(config.seed)
     reference = build_model(10)
     fit(reference, train, config)
@@ -144,6 +145,6 @@ def test_a_pause_stops_the_steps_and_a_resume_goes_on_from_the_same_step_to_the_
     after = events[events.index(resumed) + 1]
     assert resumed["step"] == paused["step"] and resumed["paused_seconds"] >= 1.0 and calls
     assert after["event"] == "batch" and after["step"] > paused["step"] and after["epoch"] == paused["epoch"]
-    assert events[-1]["status"] == "finished"
+    assert events[-1]["status"] == "finished" and events[0]["path"] == ("fast" if fast_step else "plain")
     for ours, theirs in zip(model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -105,7 +105,7 @@ def compared_runs(run_ids: tuple[str, ...], board: Board, runs_dir: Path,
         test_accuracy = (metrics or {}).get("test_accuracy", record.summary.get("test_accuracy") if record else None)
         runs.append(compare.ComparedRun(run_id, name, history, config.epochs if config else len(history),
                                         training=record is not None and record.active, test_accuracy=test_accuracy,
-                                        validation=compare.validation_of(history, metrics, config)))
+                                        validation=compare.validation_of(live.of_kind("start"), metrics, config)))
     return compare.difference_in_words(configs, fallbacks), runs
 
 

@@ -35,6 +35,13 @@ def duration(seconds: Optional[float]) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+# Beside the live curves and a saved run's.
+CURVE_WORDS = ("**The curves.** Loss (left) should fall and accuracy (right) rise as the network sees more pictures. "
+               "Blue is measured on the training pictures, orange (validation) on pictures it never trains on: when "
+               "blue keeps improving and orange stalls, the gap between them is the network memorising its "
+               "training pictures.")
+
+
 def curves_ui(figures: tuple[object, object], key: str) -> None:
     """Loss and accuracy side by side; on a phone Streamlit stacks the columns, one chart above the other."""
     for column, figure, metric in zip(st.columns(2), figures, ("loss", "accuracy")):
@@ -68,6 +75,7 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
     pauses = [event["progress"] * epochs for event in metrics.get("pauses", []) if event.get("event") == "paused"]
+    st.caption(CURVE_WORDS)
     curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
                                      validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
     matrix, per_class = st.columns([3, 2])
