@@ -480,10 +480,7 @@ def live_watch_ui(run_id: str, epochs: int) -> None:
         return  # no snapshot before the worker has the data; should it fail, the run's own message says why
     with shown_as_error("showing the watch-list"):
         x_test, _, class_names = test_split()
-        live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"] if watch_lists else [], class_names, x_test,
-                         epochs)
-
-
+        live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"], class_names, x_test, epochs)
 
 
 def ended_without_model_ui(record: RunRecord) -> None:

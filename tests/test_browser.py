@@ -490,7 +490,7 @@ def test_a_fresh_visitor_sees_the_latest_run_headed_in_words_and_a_phone_stacks_
             # Headed with its name and its settings in words (point 4), not raw config keys.
             panel = page.locator('[role="tabpanel"]:visible')
             expect(panel.get_by_role("heading", name=re.compile(r", \d+ \w{3} \d\d:\d\d · "))).to_be_visible()
-            expect(panel.get_by_text(re.compile(r"dropout [\d.]+/[\d.]+, .*training images\. Run "))).to_be_visible()
+            expect(panel.get_by_text(re.compile(r"dropout [\d.]+/[\d.]+, .*training images.*\. Run "))).to_be_visible()
             assert "eval batch size" not in panel.inner_text()
             page.wait_for_function("document.querySelectorAll('[role=tabpanel]:not([hidden]) .gtitle').length >= 2",
                                    timeout=60_000)
