@@ -13,7 +13,7 @@ import streamlit as st
 from cifar.inside import conv_filters
 from cifar.snapshots import WATCH_LIMIT, default_watch_list, item_pixels, predictions_story, upload_item
 
-WATCH_TILE = 86  # px: eight tiles in a row on a projector, four on a phone
+WATCH_TILE = 80  # px: eight tiles in a row on a projector, four on a phone
 WATCH_WORDS = ("**The watch-list**: the same pictures, asked again after every epoch. Under each, what the network "
                "calls it and how sure it is, green when right and red when wrong: watch the answers change as it learns.")
 FILTER_WORDS = ("**The 32 conv filters**, each 3×3 pixels, colours stretched. They start as random noise; as the "
@@ -67,16 +67,13 @@ def upload_watch_button(name: str, pixels: np.ndarray, key: str) -> None:
               help="The live view then shows what the network says of this picture after every epoch.")
 
 
-def snapshot_ui(snapshot: dict[str, Any], items: Sequence[Item], class_names: list[str], x_test: np.ndarray,
-                stories: Optional[list[str]] = None) -> None:
+def snapshot_ui(snapshot: dict[str, Any], items: Sequence[Item], class_names: list[str], x_test: np.ndarray) -> None:
     """One snapshot: the watch-list's predictions in a row (that wraps on a phone), then the filters."""
     st.markdown(WATCH_WORDS)
     with st.container(horizontal=True, gap="small"):
-        for position, (item, row) in enumerate(zip(items, snapshot["watch"])):
+        for item, row in zip(items, snapshot["watch"]):
             with st.container(width=WATCH_TILE, gap=None):
                 tile_ui(item, np.asarray(row), class_names, x_test)
-                if stories:
-                    st.caption(stories[position])
     words, filters = st.columns(2)
     words.markdown(FILTER_WORDS)
     filters.image(conv_filters(np.asarray(snapshot["filters"]), scale=8), width=320)
@@ -130,7 +127,15 @@ def replay_ui(snapshots: list[dict[str, Any]], items: Sequence[Item], class_name
     else:
         epoch = recorded[0]
     snapshot = snapshots[recorded.index(epoch)]
-    stories = [predictions_story([s["watch"][position] for s in snapshots], class_names, recorded)
-               for position in range(len(items))]
-    st.caption(f"{epoch_words(epoch, epochs)}. Under each picture, what the network called it over the whole run.")
-    snapshot_ui(snapshot, items, class_names, x_test, stories)
+    st.caption(f"{epoch_words(epoch, epochs)}.")
+    snapshot_ui(snapshot, items, class_names, x_test)
+    st.markdown("**What it called each picture over the whole run**")
+    st.markdown("\n".join(f"- {escape(picture_name(item, class_names))}: "
+                          f"{predictions_story([s['watch'][position] for s in snapshots], class_names, recorded)}"
+                          for position, item in enumerate(items)))
+
+
+def picture_name(item: Item, class_names: list[str]) -> str:
+    if "label" in item:
+        return f"test image {item['test_index']} ({class_names[item['label']]})"
+    return f"your picture {item.get('name', '')}"
