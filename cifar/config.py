@@ -102,16 +102,8 @@ def held_out_size(train_size: Optional[int]) -> int:
 
 SEED_RECIPE = TrainConfig()
 
-# Same layers and dropouts, better training choices: the conv filters start as the principal
-# components of the training pictures' 3x3 patches (cifar.model.principal_component_filters), and
-# Adam with a cosine decay at batch size 64 trains the network: about 61% test accuracy after one
-# epoch, which the recipe needs about 8 epochs for. Measured on the full training set, test accuracy
-# after one epoch for seeds 0, 1, 2, 3: this 61.2, 60.8, 61.5, 60.9%; at 1e-3 60.8, 60.7, 61.3, 60.9%;
-# at 5e-4 60.9, 60.9% and at 2e-3 60.4, 59.8% (seeds 0-1); at batch 32 and 1e-3 61.1% (seed 1), in
-# a quarter more time. From Keras's random start the same settings needed 3 epochs and mirrored
-# pictures (62.0, 60.9, 60.6, 59.5% at 1.5e-3), and two-epoch schedules stopped at 59.2-59.9%.
-# Mirroring slows a short run down (two epochs from fully whitening filters, seed 1: 59.6% with it,
-# 60.6% without).
+# Same layers and dropouts, better training choices: conv filters started as the principal components
+# of the pictures' 3x3 patches, then Adam with a cosine decay: about 61% after one epoch (bench/README.md).
 QUICK_DEMO = TrainConfig(epochs=1, learning_rate=7e-4, batch_size=64, optimizer="adam", schedule="cosine",
                          conv_start="pca")
 

@@ -20,13 +20,8 @@ if TYPE_CHECKING:
 
 IMAGE_SHAPE = (32, 32, 3)
 PCA_PATCHES = 100_000  # random 3x3 patches whose mean and covariance the principal-component filters come from
-# Added to each component's variance before the inverse square root, in the [0, 1] pixel scale the conv
-# layer sees. On CIFAR-10 the variances are 1.30 (brightness), then 0.11, 0.09, 0.07, 0.02 and less, so
-# 1.0 shrinks the brightness filter to 0.66 and leaves the rest near unit length: a softened whitening.
-# Full whitening magnifies the faint components, pixel noise among them, and learns slower. Test accuracy
-# after two epochs of Adam at batch 128 and 2e-3 (seed 1): epsilon 0.01 58.9%, 0.1 60.6%, 0.3 62.3%,
-# 1.0 62.4% (Keras's random start: 57.2%, seed 0). After one epoch at batch 64 and 1.5e-3: 1.0 gave
-# 60.4-60.7% (seeds 0-3), 0.3 60.0-60.5%, and 3.0 60.1% (seed 1).
+# Added to each component's variance before the inverse square root: a softened whitening, which
+# learned faster than full whitening (the values tried are in bench/README.md).
 PCA_EPSILON = 1.0
 
 

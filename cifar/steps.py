@@ -10,32 +10,22 @@ over a group of steps), and cifar/train.py streams the same events from either:
 
 `model.fit` computes the recipe's step from general parts; this module computes the very same
 function (the same layers and weights, float32 throughout, the same dropout distributions,
-the same loss, and SGD or Adam with Keras's update rules) with fewer passes over memory.
-Measured on a 2-core Xeon at batch size 32, where a step of `model.fit` takes about 16 ms and
-this one about 7 ms:
+the same loss, and SGD or Adam with Keras's update rules) with fewer passes over memory
+(bench/README.md has what each change bought):
 
 1. Dropout masks come from numpy (`keep_mask`), drawn in a background thread with the next
    group's images (cifar/train.py), instead of TensorFlow's Philox generator inside the step.
-   Philox costs about 1.6 ms per step for the conv layer's million draws, plus 0.9 ms for its
-   select ops; one random byte per unit (rarely more) costs about 0.5 ms, off the step's path.
 2. The pixels' 1/255 and conv dropout's 1 / (1 - rate), positive factors that pass through the
    convolution, relu and max-pooling, scale the 896 numbers of the conv kernel and bias instead
-   of the images and the pooled outputs: two ops fewer on every step's path (fit() on 10,000
-   images: mean 3,600 against 3,449 images/s over four alternating pairs). And the conv layer's
-   relu and dropout gradients are one ReluGrad on the pooled tensor, a quarter of the size,
-   instead of two passes over the conv output (`_conv_dropout_pool`).
-3. The Dense(8192->512) input gradient is computed as (W g^T)^T: TensorFlow's matmul with a
-   transposed second operand took 1.45 ms against 0.9 ms for this form of the same product.
-   And it is computed before the kernel gradient, not beside it: the input gradient is on the
-   way back to the conv layer, the kernel gradient and its update are not, so the kernel
-   gradient then runs beside the conv layer's backward pass instead of slowing the input
-   gradient down (a step took 7.7-8.4 ms instead of 9.0).
+   of the images and the pooled outputs; the conv layer's relu and dropout gradients are one
+   ReluGrad on the pooled tensor, a quarter of the size (`_conv_dropout_pool`).
+3. The Dense(8192->512) input gradient is computed as (W g^T)^T, the faster form of the same
+   product, and before the kernel gradient, which then runs beside the conv layer's backward pass.
 4. Optimizer updates are TensorFlow's fused kernels (ResourceApplyGradientDescent,
-   ResourceApplyAdam): one pass over the 16 MB dense kernel where Keras's update makes
-   several (about 0.3 ms a step for SGD, several ms for Adam).
+   ResourceApplyAdam): one pass over the 16 MB dense kernel where Keras's update makes several.
 5. A whole group of steps runs in one call (`IMAGES_PER_CALL`), like Keras's
-   steps_per_execution, so Python is visited every half-second at most. With SGD, each step's
-   dense kernel update runs at the start of the next step, beside its conv layer (`_steps`).
+   steps_per_execution; with SGD, each step's dense kernel update runs at the start of the next
+   step, beside its conv layer (`_steps`).
 
 tests/test_steps.py checks, step against step, that this computes what Keras's compiled
 recipe computes, and that the gradients through dropout are those of Keras's layers;

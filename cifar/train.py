@@ -115,12 +115,9 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
     """What items yields, with the next item made in a background thread while the caller uses this one.
 
     Gathering a group of batches and drawing its masks then overlaps the previous group's
-    compiled steps (about 5% faster at batch size 32). If the caller stops early, the one
-    item in progress is finished and dropped.
-
+    compiled steps. If the caller stops early, the one item in progress is finished and dropped.
     The thread runs at a lower scheduling priority, so on a machine with as many cores as
-    TensorFlow has threads it fills the gaps instead of taking turns with them: another 4% (five
-    alternating runs of two epochs on 10,000 images: 3,519 against 3,385 images/s).
+    TensorFlow has threads it fills the gaps instead of taking turns with them (bench/README.md).
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batches", initializer=_lower_priority) as pool:
         upcoming = pool.submit(next, items, None)
