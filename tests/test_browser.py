@@ -43,7 +43,7 @@ RUN_END_MS = 240_000
 # How far the live curve reaches, in epochs: the x of its newest point. (Not its number of points:
 # the live figure is thinned to at most 150, so a longer run can come with fewer.)
 CURVE_POINTS_JS = """() => {
-    const plot = document.querySelector('.js-plotly-plot');
+    const plot = [...document.querySelectorAll('.js-plotly-plot')].find(plot => !plot.closest('[role=tabpanel]'));
     if (!(plot && plot._fullData && plot._fullData.length)) return 0;
     const x = plot._fullData[0].x;
     return x.length ? Number(x[x.length - 1]) : 0;
@@ -182,8 +182,8 @@ def run_id_in(url: str) -> str:
 def curve_points(page) -> float:
     """How far the live chart's first trace (the training loss every few batches) reaches, in epochs.
 
-    While a run trains, the live curves are the page's only Plotly chart: the results tabs
-    hold charts only once the run is saved.
+    The live curves are the only Plotly chart outside the tabs: a saved run's results (still on
+    screen a moment after Train) and the comparison are inside them.
     """
     return page.evaluate(CURVE_POINTS_JS)
 

@@ -25,6 +25,15 @@ def runs_drawn(page) -> dict:
     return page.evaluate(RUNS_DRAWN_JS)
 
 
+def scroll_to(part) -> None:
+    """Bring a part into view for a screenshot; a part the live page is drawing again just then is waited for."""
+    try:
+        expect(part).to_be_visible(timeout=30_000)
+        part.scroll_into_view_if_needed(timeout=10_000)
+    except (AssertionError, sync_api.TimeoutError):
+        pass  # only a screenshot's framing depends on it
+
+
 def test_the_dropout_experiment_opens_a_comparison_of_its_two_runs(page, app_url, screenshots):
     wait_until_idle(page, app_url)
     page.get_by_role("tab", name="Compare runs").click()
@@ -47,18 +56,18 @@ def test_the_dropout_experiment_opens_a_comparison_of_its_two_runs(page, app_url
     stop_button(page).click()
     page.wait_for_function(f"Object.values(({RUNS_DRAWN_JS})()).filter(count => count >= 1).length >= 2",
                            timeout=RUN_END_MS, polling=500)
-    panel.get_by_text("Comparing conv dropout").scroll_into_view_if_needed()
+    scroll_to(panel.get_by_text("Comparing conv dropout"))
     page.screenshot(path=screenshots / "12-compare-desktop.png")
-    panel.locator('[data-testid="stTable"]').scroll_into_view_if_needed()  # the page scrolls inside its main section
+    scroll_to(panel.locator('[data-testid="stTable"]'))  # the page scrolls inside its main section
     page.screenshot(path=screenshots / "12-compare-desktop-table.png")
     assert_no_traceback(page)
     page.set_viewport_size(PHONE)  # the same session, on a phone's width: the charts stack
     page.wait_for_timeout(1500)
-    panel.get_by_text("Comparing conv dropout").scroll_into_view_if_needed()
+    scroll_to(panel.get_by_text("Comparing conv dropout"))
     page.screenshot(path=screenshots / "13-compare-phone.png")
-    panel.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
+    scroll_to(panel.locator(".js-plotly-plot").nth(1))
     page.screenshot(path=screenshots / "13-compare-phone-accuracy.png")
-    panel.locator('[data-testid="stTable"]').scroll_into_view_if_needed()
+    scroll_to(panel.locator('[data-testid="stTable"]'))
     page.screenshot(path=screenshots / "13-compare-phone-table.png")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 2
     page.set_viewport_size(DESKTOP)
