@@ -218,6 +218,13 @@ def run_setup_ui() -> TrainConfig:
     """The sidebar's settings; returns the run they describe."""
     if "epochs" not in st.session_state:
         first_settings()
+    elif lost := [key for key in CONFIG_KEYS if key not in st.session_state]:
+        # A widget's value Streamlit dropped would come back as its minimum (100 images, a learning rate of 1e-5).
+        logging.getLogger(__name__).warning("sidebar settings lost from the session: %s", ", ".join(lost))
+        preset = PRESETS.get(st.session_state.get("preset"), PRESETS["Seed recipe"])
+        for key in lost:
+            value = getattr(preset, key)
+            st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
     if problems := st.session_state.get("link_problems"):  # every run: a line that came and went would shift the widgets
         st.sidebar.warning(problems)
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,

@@ -96,19 +96,11 @@ class LiveParts:
         """
         if not self.stream or not self.parts:
             return
-        # A widget touched just as the streaming run was asked for joins that run, and may have
-        # changed what the page draws: then this run ends too, and the next one streams.
-        widgets = widget_values()
-        same_layout = st.session_state.pop(_STREAM_THIS_RUN, None) == layout
-        # Should a widget's value change in every run, the page would never stream: after a few tries, it does.
-        same_widgets = same_values(st.session_state.get(_WIDGETS), widgets) or st.session_state.get(_TRIES, 0) >= 3
-        st.session_state[_TRIES] = st.session_state.get(_TRIES, 0) + 1 if same_layout and not same_widgets else 0
-        if same_layout and same_widgets:
+        if st.session_state.pop(_STREAM_THIS_RUN, None) == layout:
             self._stream()
         else:
             st.session_state[_STREAM_ARMED] = False
             st.session_state[_LAYOUT] = layout
-            st.session_state[_WIDGETS] = widgets
             st.fragment(_stream_next_run, run_every=START_SECONDS)()
 
     def _stream(self) -> None:
@@ -131,37 +123,6 @@ class LiveParts:
                 part.due = next_beat(part.seconds)
 
 
-def widget_values() -> Optional[tuple[Any, ...]]:
-    """The page's keyed widgets and their values in this run, comparable between runs; None where
-    Streamlit does not say (it reads the run context's record, which is not public)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    keys = getattr(getattr(get_script_run_ctx(), "shared", None), "widget_user_keys_this_run", None)
-    if keys is None or not hasattr(keys, "snapshot"):
-        return None
-    return tuple(sorted((key, _comparable(st.session_state.get(key))) for key in keys.snapshot()))
-
-
-def same_values(before: Optional[tuple[Any, ...]], now: Optional[tuple[Any, ...]]) -> bool:
-    """Whether no widget changed between two runs. A button is True only in the run it was
-    pressed in: back to False is no change."""
-    if before is None or now is None:
-        return before == now
-    earlier, later = dict(before), dict(now)
-    return earlier.keys() == later.keys() and all(
-        earlier[key] == value or (earlier[key] is True and value is False) for key, value in later.items())
-
-
-def _comparable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return tuple(_comparable(item) for item in value)
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return tuple(sorted((str(key), _comparable(item)) for key, item in dict(value).items()))
-    return getattr(value, "file_id", type(value).__name__)  # an uploaded file: the same upload, the same id
-
-
 def next_beat(seconds: float) -> float:
     """The next multiple of `seconds` on the monotonic clock, which every session of the server
     shares: all pages wake and redraw together, a few times a second, rather than each at its
@@ -174,8 +135,6 @@ def next_beat(seconds: float) -> float:
 _STREAM_THIS_RUN = "live_parts_stream"
 _STREAM_ARMED = "live_parts_armed"
 _LAYOUT = "live_parts_layout"
-_WIDGETS = "live_parts_widgets"
-_TRIES = "live_parts_widget_tries"
 
 
 def _stream_next_run() -> None:
