@@ -281,7 +281,8 @@ WATCH_TILES_JS = """() => [...document.querySelectorAll('[data-testid="stMarkdow
 
 def test_the_live_watch_list_and_filters_change_between_epochs(browser, page, app_url, screenshots):
     wait_until_idle(page, app_url)
-    set_epochs(page, 30)  # long enough to be training still when the phone looks, then stopped
+    # Settings from a link, not the keyboard: long enough to be training still when the phone looks, then stopped.
+    open_app(page, f"{app_url}/?preset=quick&epochs=30&train_size=5000")
     start_training(page)
     heading = page.get_by_text(re.compile(r"^What it has learned so far · after epoch \d+ of 30$"))
     expect(heading).to_be_visible(timeout=FIRST_CURVE_MS)
