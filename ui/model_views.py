@@ -15,6 +15,7 @@ from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
 from cifar.data import CIFAR10_CLASSES
 from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
+from cifar.live import pause_positions
 from cifar.store import SavedRun
 from ui.watch_views import add_to_watch_list, upload_watch_button
 
@@ -74,7 +75,7 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
         st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
-    pauses = [event["progress"] * epochs for event in metrics.get("pauses", []) if event.get("event") == "paused"]
+    pauses = pause_positions(metrics.get("pauses", []), epochs)
     st.caption(CURVE_WORDS)
     curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
                                      validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
