@@ -450,7 +450,7 @@ def training_status(record: RunRecord) -> tuple[float, str]:
     progress = record.progress
     if progress.get("event") == "download" and progress.get("bytes_total"):
         done, total = progress["bytes_done"], progress["bytes_total"]
-        return done / total, f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+        return done / total, f"Downloading {progress.get('dataset', 'CIFAR-10')}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
     if "progress" not in progress:
         return 0.0, "Loading the data and building the network…"
     status = "Stopping…" if record.stop_requested else "Training…"

@@ -68,7 +68,7 @@ def load_data(
     Images are C-contiguous uint8 arrays (N, 32, 32, 3), labels int32 arrays (N,).
     The data comes from `path` if given, else $CIFAR10_DATA, else the Keras cache
     ($KERAS_HOME or ~/.keras, under datasets/), else a download into that cache.
-    `progress`, if given, receives {"event": "download", "bytes_done", "bytes_total"}
+    `progress`, if given, receives {"event": "download", "dataset", "bytes_done", "bytes_total"}
     while downloading and {"event": "loading", "source"} once before reading.
     """
     return _load(_CIFAR10, path, progress, wanted=None)  # a CIFAR-10 path may also name a CIFAR-100 copy, as always
@@ -146,7 +146,7 @@ def _download(flavour: _Flavour, cache: Path, progress: Progress | None) -> Path
                         digest.update(chunk)
                         bytes_done += len(chunk)
                         if progress is not None:
-                            progress({"event": "download", "bytes_done": bytes_done,
+                            progress({"event": "download", "dataset": flavour.name, "bytes_done": bytes_done,
                                       "bytes_total": bytes_total})
             except (OSError, http.client.HTTPException, ValueError) as error:
                 raise DataError(

@@ -33,14 +33,15 @@ def source_words(config: TrainConfig) -> str:
     return DATA_SOURCE_NAMES[config.data_source]
 
 
-def load_source(config: TrainConfig, runs_dir: str | Path, cifar10_path: Optional[str | os.PathLike] = None,
+def load_source(config: TrainConfig, runs_dir: str | Path, path: Optional[str | os.PathLike] = None,
                 progress: Optional[Progress] = None) -> Loaded:
-    """The config's data as loaded: a CIFAR copy's splits, or the whole image set (split per run)."""
+    """The config's data as loaded: a CIFAR copy's splits (from `path`, else where cifar.data finds
+    it), or the whole image set kept in the runs folder (split per run)."""
     if config.data_source == "images":
         return load_image_set(datasets_dir(runs_dir), config.dataset or "")
     if config.data_source == "cifar100":
-        return load_cifar100(progress=progress)
-    return load_data(cifar10_path, progress=progress)
+        return load_cifar100(path, progress=progress)
+    return load_data(path, progress=progress)
 
 
 def run_dataset(config: TrainConfig, loaded: Loaded) -> Dataset:
@@ -52,6 +53,8 @@ def run_dataset(config: TrainConfig, loaded: Loaded) -> Dataset:
 
 def test_split(config: TrainConfig, runs_dir: str | Path,
                cifar10_path: Optional[str | os.PathLike] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The test images, labels and class names of a run of this config; the training images are not kept."""
-    _, (x_test, y_test), class_names = run_dataset(config, load_source(config, runs_dir, cifar10_path))
+    """The test images, labels and class names of a run of this config; the training images are not kept.
+    `cifar10_path` names the CIFAR-10 copy; CIFAR-100's is found by cifar.data ($CIFAR100_DATA, the cache)."""
+    path = cifar10_path if config.data_source == "cifar10" else None
+    _, (x_test, y_test), class_names = run_dataset(config, load_source(config, runs_dir, path))
     return np.ascontiguousarray(x_test), np.ascontiguousarray(y_test), class_names

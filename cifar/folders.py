@@ -266,3 +266,16 @@ def load_image_set(folder: str | Path, set_id: str) -> ImageSet:
     if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE or len(images) != len(labels):
         raise DataError(f"The uploaded image set {set_id} is damaged: upload its zip again.")
     return ImageSet(set_id, np.ascontiguousarray(images), labels, class_names, skipped)
+
+
+_CIFAR_NAMES = ("batches.meta", "meta", "cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar-100-python",
+                "cifar-100-python.tar.gz", "cifar-10-batches-py-target", "cifar-100-python-target")
+
+
+def is_image_folders(path: str | os.PathLike) -> bool:
+    """Whether a path the command line was given is a user's pictures (a zip, or a folder of class
+    folders) rather than a CIFAR copy."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return zipfile.is_zipfile(path)
+    return path.is_dir() and not any((path / name).exists() for name in _CIFAR_NAMES)

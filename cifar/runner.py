@@ -35,8 +35,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
     With for_pages, also save the files the app's pages predict with, without TensorFlow
     (cifar/inference.py): the test set's probabilities and a LiteRT copy of the model.
 
-    Without `dataset`, the config's data is loaded: CIFAR-10 from `data` (or where cifar.data finds it),
-    CIFAR-100, or an image set kept in out_dir's parent, the runs folder (cifar/datasets.py).
+    Without `dataset`, the config's data is loaded: CIFAR-10 or CIFAR-100 from `data` (or where
+    cifar.data finds it), or an image set kept in out_dir's parent, the runs folder (cifar/datasets.py).
 
     A run stopped before its first step trains, tests and saves nothing: its metrics hold just
     its config, status and reason, and out_dir is left as it was.

@@ -171,7 +171,7 @@ class Worker:
             if config.data_source == "cifar10":
                 loaded: Loaded = load_data(self.data, progress=progress)
             else:
-                loaded = load_source(config, self.runs_dir, self.data, progress)
+                loaded = load_source(config, self.runs_dir, None, progress)  # self.data is the CIFAR-10 copy
             kept = self._loaded[slot] = (key, loaded)
         return run_dataset(config, kept[1])
 
