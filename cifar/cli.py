@@ -148,12 +148,19 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from cifar.data import load_data
+    from cifar.datasets import load_source, run_dataset
+    from cifar.folders import image_set_splits
     from cifar.store import load_model
     from cifar.train import evaluate
 
     model, metadata = load_model(args.model)
-    _, (x_test, y_test), class_names = load_data(args.data)
+    config = TrainConfig.from_dict(metadata.get("config", {})) or TrainConfig()
+    if args.data and is_image_folders(args.data):  # the test images a run with this seed held out of that set
+        _, (x_test, y_test), class_names = image_set_splits(read_image_set(args.data), config.seed)
+    else:  # the model's own data: an image set is kept in the runs folder, beside the model's folder
+        model_folder = Path(args.model).resolve()
+        runs_dir = (model_folder if model_folder.is_dir() else model_folder.parent).parent
+        _, (x_test, y_test), class_names = run_dataset(config, load_source(config, runs_dir, args.data))
     if len(class_names) != len(metadata["class_names"]):
         raise ModelFileError(f"The model knows {len(metadata['class_names'])} classes but the data has {len(class_names)}.")
     result = evaluate(model, x_test, y_test, class_names)

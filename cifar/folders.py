@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ class ImageSet:
 
 def skipped_words(skipped: dict[str, int]) -> str:
     total = sum(skipped.values())
-    reasons = [f"{reason} ({count})" if len(skipped) > 1 else reason for reason, count in skipped.items()]
+    reasons = [f"{reason} ({count})" if len(skipped) > 1 else reason for reason, count in sorted(skipped.items())]
     return f"{total:,} file{'s' if total != 1 else ''} skipped: {', '.join(reasons)}"
 
 
@@ -162,7 +163,8 @@ def _ignored(parts: list[str]) -> bool:
 
 def _decode(files: Iterator[_File], name: str, digest: Optional[str]) -> ImageSet:
     """The pictures by class; digest is the zip's sha256, or None to take it from the pictures (a folder)."""
-    kept = [(parts, size, read) for parts, size, read in files if not _ignored(parts)]
+    # In path order, so a set's pictures (and its split) do not depend on the order a zip tool stored them.
+    kept = sorted(((parts, size, read) for parts, size, read in files if not _ignored(parts)), key=lambda file: file[0])
     # One wrapper folder around the class folders, as "my set/cat/1.jpg", is taken off.
     tops = {parts[0] for parts, _, _ in kept}
     if len(tops) == 1 and any(len(parts) >= 3 for parts, _, _ in kept):
@@ -177,7 +179,11 @@ def _decode(files: Iterator[_File], name: str, digest: Optional[str]) -> ImageSe
         if size > MAX_PICTURE_BYTES:
             skipped["too large"] += 1
             continue
-        data = read(min(MAX_PICTURE_BYTES, MAX_BYTES - bytes_read))
+        try:
+            data = read(min(MAX_PICTURE_BYTES, MAX_BYTES - bytes_read))
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error):
+            skipped["damaged or encrypted"] += 1  # a wrong checksum, a size the header understated, a password
+            continue
         bytes_read += len(data)
         if bytes_read > MAX_BYTES:
             raise DataError(f"Refused {name}: it unpacks to more than the {MAX_BYTES / 1e6:,.0f} MB allowed.")
