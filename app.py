@@ -120,9 +120,9 @@ def page_model(folder: str, modified: float) -> Optional[PageModel]:
 def cached_test_split(data_source: str, dataset: Optional[str], seed: int) -> tuple[Any, Any, list[str]]:
     """A data source's test images and labels, loaded once per server; the training images are not kept here."""
     from cifar.backend import release_freed_memory
-    from cifar.datasets import test_split as source_test_split
+    from cifar.datasets import run_test_images
 
-    split = source_test_split(TrainConfig(data_source=data_source, dataset=dataset, seed=seed), RUNS_DIR, data_location())
+    split = run_test_images(TrainConfig(data_source=data_source, dataset=dataset, seed=seed), RUNS_DIR, data_location())
     release_freed_memory()
     return split
 

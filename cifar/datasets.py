@@ -3,7 +3,7 @@ or a user's image set kept in the runs folder (cifar/folders.py).
 
 The worker loads a source once and keeps it (`load_source`), then cuts each run's splits from it
 (`run_dataset`): an image set's training and test images depend on the run's seed. The pages ask
-`test_split` for the test images of the run they show, so every view draws that run's own classes.
+`run_test_images` for the test images of the run they show, so every view draws that run's own classes.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def run_dataset(config: TrainConfig, loaded: Loaded) -> Dataset:
     return loaded
 
 
-def test_split(config: TrainConfig, runs_dir: str | Path,
+def run_test_images(config: TrainConfig, runs_dir: str | Path,
                cifar10_path: Optional[str | os.PathLike] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The test images, labels and class names of a run of this config; the training images are not kept.
     `cifar10_path` names the CIFAR-10 copy; CIFAR-100's is found by cifar.data ($CIFAR100_DATA, the cache)."""
