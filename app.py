@@ -23,7 +23,7 @@ import streamlit as st
 
 from cifar.config import DATA_SOURCE_NAMES, LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
 from cifar.data import DataError
-from cifar.folders import datasets_dir, read_image_set, save_image_set
+from cifar.folders import datasets_dir, read_image_set, save_image_set, split_image_set
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun
@@ -213,16 +213,16 @@ def watch_list_choices(config: Optional[TrainConfig]) -> tuple[Optional[np.ndarr
     return y_test, class_names
 
 
-def data_ui() -> tuple[str, Optional[str]]:
+def data_ui() -> tuple[str, Optional[str], int]:
     """The sidebar's choice of pictures: CIFAR-10, CIFAR-100, or a zip of the user's own class folders,
     read and checked at once. Returns the source and, for "Your images", the set's id (None until one is
-    accepted)."""
+    accepted) and how many training images it gives (0 for CIFAR)."""
     source = st.sidebar.selectbox("Pictures to learn from", list(DATA_SOURCE_NAMES), key="data_source",
                                   format_func=lambda name: {"images": "Your images"}.get(name, DATA_SOURCE_NAMES[name]),
                                   help="CIFAR-10: 10 classes of small photos. CIFAR-100: 100 finer classes of the same "
                                        "kind. Your images: a .zip of class folders, as cat/1.jpg, dog/7.png.")
     if source != "images":
-        return source, None
+        return source, None, 0
     upload = st.sidebar.file_uploader("A .zip of class folders", type=["zip"], key="dataset_zip",
                                       max_upload_size=ZIP_UPLOAD_MB,
                                       help="One folder per class, named after it, with at least 10 pictures each: "
@@ -230,19 +230,20 @@ def data_ui() -> tuple[str, Optional[str]]:
                                            "of each class's pictures is kept for the test.")
     if upload is None:
         st.sidebar.caption("Upload a zip to train on your own pictures.")
-        return source, None
+        return source, None, 0
     checked = st.session_state.get("dataset_checked")
     if not checked or checked[0] != upload.file_id:
         try:
             image_set = read_image_set(upload, name=upload.name)
             save_image_set(datasets_dir(RUNS_DIR), image_set)  # the run, and its saved page, find it by its id
-            checked = (upload.file_id, image_set.id, f"{upload.name}: {image_set.summary}.")
+            training = len(split_image_set(image_set.labels, 0)[0])
+            checked = (upload.file_id, image_set.id, f"{upload.name}: {image_set.summary}.", training)
         except DataError as error:
-            checked = (upload.file_id, None, str(error))
+            checked = (upload.file_id, None, str(error), 0)
         st.session_state.dataset_checked = checked
-    _, set_id, words = checked
+    _, set_id, words, training = checked
     (st.sidebar.success if set_id else st.sidebar.error)(words)
-    return source, set_id
+    return source, set_id, training
 
 
 def visitor_ui() -> Visitor:
@@ -641,7 +642,7 @@ def main() -> None:
             "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
-    source, image_set = data_ui()
+    source, image_set, set_training_images = data_ui()
     config = run_setup_ui()
     # None until the chosen data can be trained on: "Your images" needs an accepted zip first.
     wanted = None if source == "images" and image_set is None else config.replace(data_source=source, dataset=image_set)
@@ -652,7 +653,10 @@ def main() -> None:
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
     running, queued, speed = board().snapshot()
     target = stop_target(record, running)
-    train, stop = controls_ui(target, bool(running or queued), config, speed)
+    # A set's size, not CIFAR's 50,000, for how long the run should take.
+    estimated = config.replace(train_size=min(config.train_size or set_training_images, set_training_images)) \
+        if set_training_images else config
+    train, stop = controls_ui(target, bool(running or queued), estimated, speed)
     if refusal := st.session_state.pop("refusal", None):
         st.sidebar.warning(refusal)
     let_queue_pass_ui(target, queued, who)
