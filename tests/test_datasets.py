@@ -3,6 +3,7 @@ official format, and CIFAR-10 again, one after another, each tested on its own t
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,3 +111,34 @@ def test_cifar100_is_downloaded_into_the_keras_cache_and_checked(tmp_path, monke
     assert names == CIFAR100_NAMES and len(y_test) == 200
     assert (tmp_path / "keras" / "datasets" / "cifar-100-python.tar.gz").is_file()
     assert any(report.get("dataset") == "CIFAR-100" for report in reports if report["event"] == "download")
+
+
+def test_the_data_source_is_checked_and_old_runs_read_as_cifar10():
+    from cifar.config import QUICK_DEMO
+
+    assert TrainConfig.from_dict({"epochs": 3}).data_source == "cifar10"  # metrics written before the choice
+    for wrong, words in ((dict(data_source="mnist"), "data_source must be 'cifar10', 'cifar100' or 'images'"),
+                         (dict(data_source="images"), "needs the id of an uploaded image set"),
+                         (dict(data_source="images", dataset="../../etc"), "needs the id of an uploaded image set"),
+                         (dict(dataset="0123456789abcdef"), "which data_source 'cifar10' does not use")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            TrainConfig(**wrong)
+    mine = QUICK_DEMO.replace(data_source="images", dataset="0123456789abcdef")
+    assert mine.preset == "Quick demo" and mine.in_words().endswith(", on your images")
+
+
+def test_the_command_line_trains_on_a_zip_and_evaluates_the_run_on_its_own_test_images(tmp_path, capsys):
+    from cifar.cli import main
+
+    upload = class_folder_zip(tmp_path / "pets.zip", per_class=20, class_names=("cat", "dog"),
+                              extra={"cat/notes.txt": b"x"})
+    out = tmp_path / "runs" / "mine"
+    assert main(["train", "--data", str(upload), "--epochs", "1", "--seed", "2", "--out", str(out)]) == 0
+    assert "Your images: 2 classes: cat, dog; 40 pictures; 1 file skipped: not pictures" in capsys.readouterr().err
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["class_names"] == ["cat", "dog"] and np.sum(metrics["confusion_matrix"]) == 8
+    assert (tmp_path / "runs" / "datasets" / f"{metrics['config']['dataset']}.npz").is_file()
+    assert main(["evaluate", "--model", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert list(evaluated["per_class_accuracy"]) == ["cat", "dog"]
