@@ -44,7 +44,7 @@ IDLE_SECONDS = 5.0  # how often a page not watching a run checks the queue
 PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
 SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 BATCH_SIZES = [16, 32, 64, 128, 256]
-ZIP_UPLOAD_MB = 200  # a class-folder zip; pictures alone stay at the server's 25 MB
+ZIP_UPLOAD_MB = 100  # a class-folder zip, held in the web process while it is read: a classroom's pictures, not a phone's album
 # The sidebar's bounds, for its widgets and for the settings a link brings.
 LIMITS = {"epochs": (1, 50), "conv_dropout": (0.0, 0.9), "dense_dropout": (0.0, 0.9), "learning_rate": (1e-5, 1.0),
           "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1)}
