@@ -21,8 +21,9 @@ from typing import Any, Optional
 import numpy as np
 import streamlit as st
 
-from cifar.config import LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
+from cifar.config import DATA_SOURCE_NAMES, LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
 from cifar.data import DataError
+from cifar.folders import datasets_dir, read_image_set, save_image_set, split_image_set
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun
@@ -43,6 +44,7 @@ IDLE_SECONDS = 5.0  # how often a page not watching a run checks the queue
 PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
 SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 BATCH_SIZES = [16, 32, 64, 128, 256]
+ZIP_UPLOAD_MB = 100  # a class-folder zip, held in the web process while it is read: a classroom's pictures, not a phone's album
 # The sidebar's bounds, for its widgets and for the settings a link brings.
 LIMITS = {"epochs": (1, 50), "conv_dropout": (0.0, 0.9), "dense_dropout": (0.0, 0.9), "learning_rate": (1e-5, 1.0),
           "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1)}
@@ -88,6 +90,8 @@ def number_setting(name: str, default: int) -> int:
 @st.cache_resource(on_release=LocalTrainer.shutdown)
 def trainer() -> LocalTrainer:
     """One per server process: it starts the training workers (ended with it) and owns the run store."""
+    if not os.environ.get("CIFAR100_DATA") and (cifar100 := secret("CIFAR100_DATA")):
+        os.environ["CIFAR100_DATA"] = cifar100  # read by cifar.data here and in the workers this server starts
     return LocalTrainer(RUNS_DIR, data_location(), workers=number_setting("WORKERS", 1),
                         runs_kept=number_setting("RUNS_KEPT", RUNS_KEPT))
 
@@ -112,15 +116,28 @@ def page_model(folder: str, modified: float) -> Optional[PageModel]:
     return open_page_model(folder)
 
 
-@st.cache_resource(show_spinner="Loading the test images…")
-def test_split() -> tuple[Any, Any, list[str]]:
-    """The test images and labels, loaded once per server; the training images are not kept here."""
+@st.cache_resource(max_entries=4, show_spinner="Loading the test images…")
+def cached_test_split(data_source: str, dataset: Optional[str], seed: int) -> tuple[Any, Any, list[str]]:
+    """A data source's test images and labels, loaded once per server; the training images are not kept here."""
     from cifar.backend import release_freed_memory
-    from cifar.data import load_data
+    from cifar.datasets import run_test_images
 
-    _, (x_test, y_test), class_names = load_data(data_location())
+    split = run_test_images(TrainConfig(data_source=data_source, dataset=dataset, seed=seed), RUNS_DIR, data_location())
     release_freed_memory()
-    return x_test, y_test, class_names
+    return split
+
+
+def test_split(config: Optional[TrainConfig] = None) -> tuple[Any, Any, list[str]]:
+    """The test images, labels and class names of a run of this config (CIFAR-10's without one)."""
+    config = config or TrainConfig()
+    # CIFAR's test set is fixed; an image set's test images are picked by the run's seed.
+    seed = config.seed if config.data_source == "images" else 0
+    return cached_test_split(config.data_source, config.dataset, seed)
+
+
+def run_test_split(run: SavedRun) -> tuple[Any, Any, list[str]]:
+    """The test images the saved run was tested on."""
+    return test_split(run.config)
 
 
 LAYERS_DOT = """digraph {
@@ -184,13 +201,49 @@ def first_settings() -> None:
         st.session_state.link_problems = "The link's settings: " + "; ".join(problems) + "."
 
 
-def watch_list_choices() -> tuple[Optional[np.ndarray], Optional[list[str]]]:
-    """The test labels and class names the watch-list is picked from; none when the data cannot be loaded."""
+def watch_list_choices(config: Optional[TrainConfig]) -> tuple[Optional[np.ndarray], Optional[list[str]]]:
+    """The test labels and class names the next run's watch-list is picked from; none when the data
+    cannot be loaded (or no image set is uploaded yet)."""
+    if config is None:
+        return None, None
     try:
-        _, y_test, class_names = test_split()
+        _, y_test, class_names = test_split(config)
     except Exception:  # the page says why where it needs the data; the worker then uses its default list
         return None, None
     return y_test, class_names
+
+
+def data_ui() -> tuple[str, Optional[str], int]:
+    """The sidebar's choice of pictures: CIFAR-10, CIFAR-100, or a zip of the user's own class folders,
+    read and checked at once. Returns the source and, for "Your images", the set's id (None until one is
+    accepted) and how many training images it gives (0 for CIFAR)."""
+    source = st.sidebar.selectbox("Pictures to learn from", list(DATA_SOURCE_NAMES), key="data_source",
+                                  format_func=lambda name: {"images": "Your images"}.get(name, DATA_SOURCE_NAMES[name]),
+                                  help="CIFAR-10: 10 classes of small photos. CIFAR-100: 100 finer classes of the same "
+                                       "kind. Your images: a .zip of class folders, as cat/1.jpg, dog/7.png.")
+    if source != "images":
+        return source, None, 0
+    upload = st.sidebar.file_uploader("A .zip of class folders", type=["zip"], key="dataset_zip",
+                                      max_upload_size=ZIP_UPLOAD_MB,
+                                      help="One folder per class, named after it, with at least 10 pictures each: "
+                                           "cat/1.jpg, dog/7.png… The folder names become the class names; a fifth "
+                                           "of each class's pictures is kept for the test.")
+    if upload is None:
+        st.sidebar.caption("Upload a zip to train on your own pictures.")
+        return source, None, 0
+    checked = st.session_state.get("dataset_checked")
+    if not checked or checked[0] != upload.file_id:
+        try:
+            image_set = read_image_set(upload, name=upload.name)
+            save_image_set(datasets_dir(RUNS_DIR), image_set)  # the run, and its saved page, find it by its id
+            training = len(split_image_set(image_set.labels, 0)[0])
+            checked = (upload.file_id, image_set.id, f"{upload.name}: {image_set.summary}.", training)
+        except DataError as error:
+            checked = (upload.file_id, None, str(error), 0)
+        st.session_state.dataset_checked = checked
+    _, set_id, words, training = checked
+    (st.sidebar.success if set_id else st.sidebar.error)(words)
+    return source, set_id, training
 
 
 def visitor_ui() -> Visitor:
@@ -450,7 +503,7 @@ def training_status(record: RunRecord) -> tuple[float, str]:
     progress = record.progress
     if progress.get("event") == "download" and progress.get("bytes_total"):
         done, total = progress["bytes_done"], progress["bytes_total"]
-        return done / total, f"Downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+        return done / total, f"Downloading {progress.get('dataset', 'CIFAR-10')}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
     if "progress" not in progress:
         return 0.0, "Loading the data and building the network…"
     status = "Stopping…" if record.stop_requested else "Training…"
@@ -478,7 +531,7 @@ def live_curves_ui(live: LiveParts, run_id: str, epochs: int) -> None:
         curves_ui(run.figures(epochs), live.key("live_curves"))
 
 
-def live_watch_ui(run_id: str, epochs: int) -> None:
+def live_watch_ui(run_id: str, config: TrainConfig) -> None:
     """The newest snapshot of the watch-list and the filters; they change once an epoch."""
     run = live_run(run_id)
     run.refresh()
@@ -486,8 +539,8 @@ def live_watch_ui(run_id: str, epochs: int) -> None:
     if not watch_lists:
         return  # no snapshot before the worker has the data; should it fail, the run's own message says why
     with shown_as_error("showing the watch-list"):
-        x_test, _, class_names = test_split()
-        live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"], class_names, x_test, epochs)
+        x_test, _, class_names = test_split(config)
+        live_snapshot_ui(run.of_kind("snapshot"), watch_lists[-1]["items"], class_names, x_test, config.epochs)
 
 
 def ended_without_model_ui(record: RunRecord) -> None:
@@ -589,20 +642,30 @@ def main() -> None:
             "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
+    source, image_set, set_training_images = data_ui()
     config = run_setup_ui()
-    st.session_state.watch_items = watch_list_ui(*watch_list_choices())  # read when a run is queued, by a button's callback too
+    # None until the chosen data can be trained on: "Your images" needs an accepted zip first.
+    wanted = None if source == "images" and image_set is None else config.replace(data_source=source, dataset=image_set)
+    test_images = (source, image_set, config.seed if source == "images" else 0)
+    # Read when a run is queued, by a button's callback too.
+    st.session_state.watch_items = watch_list_ui(*watch_list_choices(wanted), source=test_images)
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
     running, queued, speed = board().snapshot()
     target = stop_target(record, running)
-    train, stop = controls_ui(target, bool(running or queued), config, speed)
+    # A set's size, not CIFAR's 50,000, for how long the run should take.
+    estimated = config.replace(train_size=min(config.train_size or set_training_images, set_training_images)) \
+        if set_training_images else config
+    train, stop = controls_ui(target, bool(running or queued), estimated, speed)
     if refusal := st.session_state.pop("refusal", None):
         st.sidebar.warning(refusal)
     let_queue_pass_ui(target, queued, who)
     if stop and target is not None:
         stop_run(service, target, who)
-    if train:
-        submit_run(service, config, who)
+    if train and wanted is None:
+        st.sidebar.error("Upload a .zip of class folders first, to train on your own pictures.")
+    elif train:
+        submit_run(service, wanted, who)
     st.markdown("### Watch a ConvNet learn")
     if run_id is None:  # a first visit: what the network is, open, before anything else
         with st.expander("What is this network?", expanded=True), shown_as_error("showing the network"):
@@ -627,7 +690,7 @@ def main() -> None:
     elif record is not None and record.state == "running":
         st.caption(CURVE_WORDS)
         live.add(CURVES_SECONDS, live_curves_ui, live, record.run_id, record.config.epochs)
-        live.add(CURVES_SECONDS, live_watch_ui, record.run_id, record.config.epochs)
+        live.add(CURVES_SECONDS, live_watch_ui, record.run_id, record.config)
     elif record is not None and record.state not in SAVED and record.state != "queued":
         ended_without_model_ui(record)
     # While this run trains (or waits), the class keeps testing the last model that finished.
@@ -643,8 +706,8 @@ def main() -> None:
                                                             COMPARE_TAB], key="tab", on_change="rerun")
     with results, shown_as_error("showing the results"):
         if run is not None:
-            results_ui(run, test_split, model)  # model: the run's own, as tested is run whenever run is set
-            x_test, _, class_names = test_split()
+            results_ui(run, lambda: run_test_split(run), model)  # model: the run's own, as tested is run whenever run is set
+            x_test, _, class_names = run_test_split(run)
             replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
                       run.metrics.get("config", {}).get("epochs", 1))
         else:
@@ -653,7 +716,7 @@ def main() -> None:
         if tested is not run and tested is not None:
             standing_in_ui(tested)
         if tested is not None and model is not None:
-            gallery_ui(test_split, tested, model)
+            gallery_ui(lambda: run_test_split(tested), tested, model)
         else:
             st.info("Train a model or open a saved run to test it on the test images.")
     with pictures, shown_as_error("classifying your pictures"):

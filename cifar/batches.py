@@ -74,11 +74,16 @@ _COPIES_IN_A_DIRECTORY = (
 _ALL_NAMES = frozenset(_CIFAR10.files + _CIFAR100.files)
 
 
-def read_copy(source: Path) -> tuple[Split, Split, list[str]]:
+def read_copy(source: Path, flavour: str | None = None) -> tuple[Split, Split, list[str]]:
     """((x_train, y_train), (x_test, y_test), class_names) from an archive, a copy's folder, or a
-    folder holding one of them."""
-    with _open_copy(source) as files:
-        return _read_copy(files)
+    folder holding one of them. With flavour ("cifar-10-batches-py" or "cifar-100-python"), a
+    folder's copy of that flavour is looked for first, and a copy of the other is refused."""
+    with _open_copy(source, prefer=flavour) as files:
+        train, test, class_names, layout = _read_copy(files)
+    if flavour is not None and layout.folder != flavour:
+        raise DataError(f"{source} is a {layout.folder} copy, not the {flavour} one wanted. "
+                        f"Point at {flavour}.tar.gz or its extracted {flavour} folder.")
+    return train, test, class_names
 
 
 def short_reason(error: BaseException) -> str:
@@ -88,7 +93,7 @@ def short_reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _open_copy(source: Path, look_inside: bool = True) -> _FolderFiles | _ArchiveFiles:
+def _open_copy(source: Path, look_inside: bool = True, prefer: str | None = None) -> _FolderFiles | _ArchiveFiles:
     if source.is_file():
         return _ArchiveFiles(source)
     try:
@@ -98,7 +103,8 @@ def _open_copy(source: Path, look_inside: bool = True) -> _FolderFiles | _Archiv
     if _CIFAR10.meta in names or {_CIFAR100.meta, "train"} <= names:
         return _FolderFiles(source, _layout_of(names, source))
     if look_inside:
-        for name in _COPIES_IN_A_DIRECTORY:
+        wanted = [name for name in _COPIES_IN_A_DIRECTORY if prefer and name.startswith(prefer)]
+        for name in [*wanted, *_COPIES_IN_A_DIRECTORY]:
             if (source / name).exists():
                 return _open_copy(source / name, look_inside=False)
     return _FolderFiles(source, _layout_of(names, source))  # raises, saying what is missing
@@ -189,7 +195,7 @@ def _layout_of(file_names: set[str], where: Path) -> _Layout:
     return layout
 
 
-def _read_copy(files: _FolderFiles | _ArchiveFiles) -> tuple[Split, Split, list[str]]:
+def _read_copy(files: _FolderFiles | _ArchiveFiles) -> tuple[Split, Split, list[str], _Layout]:
     splits = {names: _SplitBuilder(names)
               for layout in (_CIFAR10, _CIFAR100) for names in (layout.train, layout.test)}
     class_names: list[str] = []
@@ -216,7 +222,7 @@ def _read_copy(files: _FolderFiles | _ArchiveFiles) -> tuple[Split, Split, list[
                 f"{files.source} has {split_name} labels outside 0..{len(class_names) - 1}, "
                 "the classes its meta file names. Re-download the official archive."
             )
-    return train, test, class_names
+    return train, test, class_names, layout
 
 
 def _class_names(meta: dict[str, Any], names_key: str, where: str) -> list[str]:

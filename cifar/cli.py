@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, TextIO
 
 from cifar.config import PRESET_NAMES, PRESETS, TrainConfig
 from cifar.data import DataError
+from cifar.folders import datasets_dir, is_image_folders, read_image_set, save_image_set
 from cifar.images import ImageError
 from cifar.store import METRICS_FILE, MODEL_FILE, ModelFileError
 
@@ -40,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-validation", action="store_true", help="no per-epoch validation (--validation none)")
     train.add_argument("--plain-step", action="store_true",
                        help="train with Keras's own training step, the reference, instead of the seed ConvNet's fast one")
-    train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download)")
+    train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download); "
+                                      "a CIFAR-100 copy; or your pictures: a .zip or folder of class folders (cat/1.jpg, "
+                                      "dog/7.png), kept as datasets/<id>.npz beside the --out folder")
+    train.add_argument("--data-source", choices=["cifar10", "cifar100"],
+                       help="without --data: which CIFAR to find or download (default: cifar10; CIFAR-100 from "
+                            "CIFAR100_DATA, then the Keras cache)")
     train.add_argument("--out", required=True, help="folder for model.keras and metrics.json")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on the test set")
@@ -81,7 +87,7 @@ class ProgressBars:
         if kind == "download":
             total = event.get("bytes_total") or 0
             if self.live and total:
-                self._draw(f"Downloading CIFAR-10 {self._bar(event['bytes_done'] / total)} {event['bytes_done'] / 1e6:.0f}/{total / 1e6:.0f} MB")
+                self._draw(f"Downloading {event.get('dataset', 'CIFAR-10')} {self._bar(event['bytes_done'] / total)} {event['bytes_done'] / 1e6:.0f}/{total / 1e6:.0f} MB")
         elif kind == "start":
             self.epochs = event["epochs"]
             epochs = f"{event['epochs']} epoch{'s' if event['epochs'] != 1 else ''}"
@@ -123,10 +129,18 @@ def train_command(args: argparse.Namespace) -> int:
     from cifar.runner import run_training
 
     config = config_from_args(args)
+    data = args.data
+    if data and is_image_folders(data):
+        image_set = read_image_set(data)
+        save_image_set(datasets_dir(Path(args.out).resolve().parent), image_set)
+        print(f"Your images: {image_set.summary}", file=sys.stderr)
+        config, data = config.replace(data_source="images", dataset=image_set.id), None
+    elif args.data_source == "cifar100" or (data and "cifar-100" in str(Path(data).resolve())):
+        config = config.replace(data_source="cifar100")
     # TensorFlow's import (about 1.5 s) runs while the main thread reads the data (about 2.5 s,
     # most of it gzip, which releases the GIL): a run starts training that much sooner.
     threading.Thread(target=keras_module, name="import-tensorflow", daemon=True).start()
-    metrics = run_training(config, args.out, args.data, on_event=ProgressBars())
+    metrics = run_training(config, args.out, data, on_event=ProgressBars())
     print(f"Test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f} "
           f"({metrics['images_per_second']:,.0f} images/s of training, {metrics['wall_seconds']:.0f} s in all)")
     print(f"Saved {Path(args.out) / MODEL_FILE} and {Path(args.out) / METRICS_FILE}")
@@ -134,12 +148,19 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from cifar.data import load_data
+    from cifar.datasets import load_source, run_dataset
+    from cifar.folders import image_set_splits
     from cifar.store import load_model
     from cifar.train import evaluate
 
     model, metadata = load_model(args.model)
-    _, (x_test, y_test), class_names = load_data(args.data)
+    config = TrainConfig.from_dict(metadata.get("config", {})) or TrainConfig()
+    if args.data and is_image_folders(args.data):  # the test images a run with this seed held out of that set
+        _, (x_test, y_test), class_names = image_set_splits(read_image_set(args.data), config.seed)
+    else:  # the model's own data: an image set is kept in the runs folder, beside the model's folder
+        model_folder = Path(args.model).resolve()
+        runs_dir = (model_folder if model_folder.is_dir() else model_folder.parent).parent
+        _, (x_test, y_test), class_names = run_dataset(config, load_source(config, runs_dir, args.data))
     if len(class_names) != len(metadata["class_names"]):
         raise ModelFileError(f"The model knows {len(metadata['class_names'])} classes but the data has {len(class_names)}.")
     result = evaluate(model, x_test, y_test, class_names)

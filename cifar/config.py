@@ -6,6 +6,7 @@ batch size 32, 20 epochs. Presets are instances of the same dataclass, never cop
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Literal, Optional
@@ -14,6 +15,11 @@ Optimizer = Literal["sgd", "adam"]
 Validation = Literal["held_out", "test", "none"]
 Schedule = Literal["constant", "cosine"]
 ConvStart = Literal["random", "pca"]
+DataSource = Literal["cifar10", "cifar100", "images"]
+DATA_SOURCE_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100 (fine labels)", "images": "your images"}
+DATA_SOURCES = tuple(DATA_SOURCE_NAMES)
+
+_DATASET_ID = re.compile(r"^[0-9a-f]{16}$")  # cifar/folders.py: the first 16 hex digits of the set's sha256
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class TrainConfig:
     seed: int = 0  # the same seed and config give the same metrics on CPU
     eval_batch_size: int = 128  # the recipe's evaluate(batch_size=128)
     fast_step: bool = True  # the seed ConvNet's fast step (cifar/steps.py); False trains on the plain path, the reference
+    data_source: DataSource = "cifar10"  # the recipe's data; "cifar100" (fine labels) or "images", a user's class folders
+    dataset: Optional[str] = None  # with "images": the uploaded set's id (cifar/folders.py), so a saved run finds it again
 
     def __post_init__(self) -> None:
         problems = []
@@ -55,6 +63,12 @@ class TrainConfig:
             problems.append(f"conv_start must be 'random' or 'pca', not {self.conv_start!r}")
         if self.validation not in ("held_out", "test", "none"):
             problems.append(f"validation must be 'held_out', 'test' or 'none', not {self.validation!r}")
+        if self.data_source not in DATA_SOURCES:
+            problems.append(f"data_source must be 'cifar10', 'cifar100' or 'images', not {self.data_source!r}")
+        elif self.data_source == "images" and not (isinstance(self.dataset, str) and _DATASET_ID.match(self.dataset)):
+            problems.append(f"data_source 'images' needs the id of an uploaded image set as dataset, not {self.dataset!r}")
+        elif self.data_source != "images" and self.dataset is not None:
+            problems.append(f"dataset names an uploaded image set, which data_source {self.data_source!r} does not use")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -76,8 +90,9 @@ class TrainConfig:
 
     @property
     def preset(self) -> Optional[str]:
-        """The preset these settings are, if they are one."""
-        return next((name for name, preset in PRESETS.items() if preset == self), None)
+        """The preset these settings are, if they are one, on whatever data."""
+        settings = self.replace(data_source="cifar10", dataset=None)
+        return next((name for name, preset in PRESETS.items() if preset == settings), None)
 
     def in_words(self) -> str:
         """The settings as a line a class can read: "Quick demo: 1 epoch, Adam at 0.0007, ..."."""
@@ -88,6 +103,8 @@ class TrainConfig:
             images += f" ({held} held out for validation)"
         words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
                  f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")
+        if self.data_source != "cifar10":
+            words += f", on {DATA_SOURCE_NAMES[self.data_source]}"
         return f"{preset}: {words}" if preset else words
 
 

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from cifar.config import TrainConfig
-from cifar.data import load_data
 
 Event = dict[str, Any]
 Dataset = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]
@@ -35,6 +34,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, data: Optional[str | 
 
     With for_pages, also save the files the app's pages predict with, without TensorFlow
     (cifar/inference.py): the test set's probabilities and a LiteRT copy of the model.
+
+    Without `dataset`, the config's data is loaded: CIFAR-10 or CIFAR-100 from `data` (or where
+    cifar.data finds it), or an image set kept in out_dir's parent, the runs folder (cifar/datasets.py).
 
     A run stopped before its first step trains, tests and saves nothing: its metrics hold just
     its config, status and reason, and out_dir is left as it was.
@@ -64,8 +66,10 @@ def _train_test_and_save(config: TrainConfig, out_dir: Path, data: Optional[str 
 
     started = time.perf_counter()
     if dataset is None:
-        emit({"event": "loading", "message": "Loading CIFAR-10…"})
-        dataset = load_data(data, progress=emit)
+        from cifar.datasets import load_source, run_dataset, source_words
+
+        emit({"event": "loading", "message": f"Loading {source_words(config)}…"})
+        dataset = run_dataset(config, load_source(config, out_dir.parent, data, progress=emit))
     (x_train, y_train), (x_test, y_test), class_names = dataset
     train_size = len(x_train) if config.train_size is None else min(len(x_train), config.train_size)
     watched, items = resolve_watch_list(default_watch_list(y_test) if watch_list is None else watch_list, x_test, y_test)

@@ -5,7 +5,8 @@ training for Python's lock.
     python -m cifar.worker --runs-dir runs [--data PATH] [--worker-id local-1]
 
 The web server starts one itself (cifar/service.py) and restarts it if it dies. The worker
-keeps the dataset loaded between runs, checks the store for a stop or pause request four
+keeps the data loaded between runs (one CIFAR copy, CIFAR-10 or CIFAR-100, and one small image
+set at a time: a hosted app has 2.7 GB for everything), checks the store for a stop or pause request four
 times a second, and after each save also writes the small files the pages predict with
 (cifar/inference.py). A paused run holds the worker, so queued runs wait, unless the teacher
 lets them pass: the worker then trains them while the paused run waits in memory, and comes
@@ -25,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from cifar.backend import release_freed_memory
+from cifar.config import TrainConfig
 from cifar.data import DataError, load_data
+from cifar.datasets import Loaded, SourceKey, load_source, run_dataset, source_key, source_words
 from cifar.runner import Dataset, run_training
 from cifar.runstore import CURVE_POINTS, RunRecord, RunStore, summary_of
 
@@ -116,7 +120,7 @@ class Worker:
         self.store = RunStore(runs_dir)
         self.runs_dir, self.data, self.worker_id = Path(runs_dir), data, worker_id
         self.holding: list[_Training] = []  # the run training now last; paused runs before it
-        self._dataset: Optional[Dataset] = None
+        self._loaded: dict[str, tuple[SourceKey, Loaded]] = {}  # "cifar" and "images": at most one of each kept
 
     def serve(self, until: Callable[[], bool] = lambda: False) -> None:
         """Train queued runs until `until()` says so (never, for a server's worker)."""
@@ -146,10 +150,26 @@ class Worker:
                     held.pause.clear()
             time.sleep(STOP_POLL_SECONDS)
 
-    def dataset(self, progress: Callable[[Event], None]) -> Dataset:
-        if self._dataset is None:
-            self._dataset = load_data(self.data, progress=progress)
-        return self._dataset
+    def is_loaded(self, config: TrainConfig) -> bool:
+        key = source_key(config)
+        return any(kept == key for kept, _ in self._loaded.values())
+
+    def dataset(self, config: TrainConfig, progress: Callable[[Event], None]) -> Dataset:
+        """The run's splits, from the data kept since an earlier run or loaded now in place of the
+        kept one of its kind, which is let go first, so two CIFAR copies are never held at once."""
+        key = source_key(config)
+        slot = "images" if config.data_source == "images" else "cifar"
+        kept = self._loaded.get(slot)
+        if kept is None or kept[0] != key:
+            kept = None
+            if self._loaded.pop(slot, None) is not None:
+                release_freed_memory()
+            if config.data_source == "cifar10":
+                loaded: Loaded = load_data(self.data, progress=progress)
+            else:
+                loaded = load_source(config, self.runs_dir, None, progress)  # self.data is the CIFAR-10 copy
+            kept = self._loaded[slot] = (key, loaded)
+        return run_dataset(config, kept[1])
 
     def train(self, run: RunRecord) -> None:
         held = _Training(run.run_id)
@@ -162,9 +182,9 @@ class Worker:
             record(event)
 
         try:
-            if self._dataset is None:
-                record({"event": "loading", "message": "Loading CIFAR-10…"})
-            dataset = self.dataset(loading_progress)
+            if not self.is_loaded(run.config):
+                record({"event": "loading", "message": f"Loading {source_words(run.config)}…"})
+            dataset = self.dataset(run.config, loading_progress)
             metrics = run_training(run.config, self.runs_dir / run.run_id, self.data, record, held.stop, dataset,
                                    for_pages=True, watch_list=run.watch, pause=held.pause,
                                    while_paused=lambda: self._let_queue_pass(run.run_id))
@@ -223,7 +243,8 @@ def _end_with_parent() -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar.worker", description="Train the runs queued in a run store.")
     parser.add_argument("--runs-dir", required=True)
-    parser.add_argument("--data", help="the CIFAR copy (default: CIFAR10_DATA, then the Keras cache)")
+    parser.add_argument("--data", help="the CIFAR-10 copy (default: CIFAR10_DATA, then the Keras cache); CIFAR-100 "
+                                       "comes from CIFAR100_DATA, then the Keras cache")
     parser.add_argument("--worker-id", default="local-1")
     parser.add_argument("--parent-pid", type=int, help="end when this process is gone")
     args = parser.parse_args(argv)

@@ -11,9 +11,11 @@ import colorsys
 import io
 import pickle
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -147,3 +149,22 @@ def _cifar100_files(train, test, class_names) -> dict[str, dict]:
             b"data": _official_rows(images),
         }
     return files
+
+
+def class_folder_zip(path: str | Path, per_class: int = 20, class_names: tuple[str, ...] = ("cat", "dog", "frog"),
+                     wrapper: str = "", extra: dict[str, bytes] | None = None, seed: int = 0) -> Path:
+    """A .zip of class folders (`cat/0.png`, `dog/3.jpg`, ...) of learnable pictures, larger than
+    32x32 so they are shrunk as an upload is, plus any `extra` entries (name -> bytes)."""
+    images, labels = learnable_images(per_class * len(class_names), len(class_names), seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{wrapper}/" if wrapper else ""
+    with zipfile.ZipFile(path, "w") as archive:
+        for index, (pixels, label) in enumerate(zip(images, labels)):
+            picture = io.BytesIO()
+            kind = "PNG" if index % 2 else "JPEG"
+            Image.fromarray(pixels).resize((48, 40)).save(picture, format=kind)
+            archive.writestr(f"{prefix}{class_names[label]}/{index}.{kind.lower()}", picture.getvalue())
+        for name, raw in (extra or {}).items():
+            archive.writestr(name, raw)
+    return path

@@ -22,6 +22,9 @@ from ui.watch_views import add_to_watch_list, upload_watch_button
 GALLERY_SIZE = 24
 NO_TOOLBAR = {"displayModeBar": False}  # Plotly's toolbar covered chart titles and bars on a projector and a phone
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+# Pictures are decoded to at most 25 megapixels; 25 MB covers such a photo as JPEG or WebP. A bigger
+# file (a 25 MP PNG or TIFF can be 75 MB) gets Streamlit's own message naming the limit.
+PICTURE_UPLOAD_MB = 25
 
 
 def with_article(noun: str) -> str:
@@ -293,7 +296,7 @@ def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
 
 def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> None:
     files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
-                             accept_multiple_files=True, key="upload")
+                             accept_multiple_files=True, key="upload", max_upload_size=PICTURE_UPLOAD_MB)
     names = ", ".join(class_names or CIFAR10_CLASSES)
     st.caption(f"The network knows only these classes: {names}. Anything else still gets one of these names. It sees "
                "the centre square of your picture at 32×32 pixels, and it learned from small photos of one object "

@@ -27,14 +27,20 @@ def option_id(item: Item) -> str:
     return f"upload:{item['name']}" if "pixels" in item else f"test:{item['test_index']}"
 
 
-def watch_list_ui(y_test: Optional[np.ndarray], class_names: Optional[list[str]]) -> Optional[list[Item]]:
+def watch_list_ui(y_test: Optional[np.ndarray], class_names: Optional[list[str]], source: Any = None) -> Optional[list[Item]]:
     """The sidebar's watch-list for the next run: 8 test images of different classes to start
     with, plus what the user added with "Watch" in the gallery or under an upload. Returns the
-    items, or None (the worker's default) when the test images are not loaded."""
+    items, or None (the worker's default) when the test images are not loaded. `source` names the
+    test images: when it changes, the list starts again from its defaults (uploads stay)."""
     if y_test is None or class_names is None:
         return None
     defaults = [option_id(item) for item in default_watch_list(y_test)]
     added = st.session_state.setdefault("watch_added", {})
+    if st.session_state.get("watch_source", source) != source:
+        for option in [option for option in added if option.startswith("test:")]:
+            del added[option]  # a test index of other test images would name another picture
+        st.session_state.pop("watch_list", None)
+    st.session_state.watch_source = source
     options = list(dict.fromkeys([*defaults, *added]))
     if "watch_list" not in st.session_state:
         st.session_state.watch_list = defaults
