@@ -166,14 +166,15 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], class_names: list[str]) -
     figure = go.Figure(go.Heatmap(z=mistakes, x=list(range(size)), y=list(range(size)), colorscale="Reds", zmin=0,
                                   zmax=max(0.05, float(np.nanmax(mistakes)) if size > 1 else 0.05),
                                   text=words, hovertemplate="%{text}<extra></extra>", xgap=0, ygap=0,
-                                  colorbar=dict(title=dict(text="share of<br>the true<br>class", font=dict(size=12)),
-                                                tickformat=".0%", thickness=12)))
-    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
-                         plot_bgcolor="#f4f4f4",  # the blank diagonal
-                         xaxis=dict(title=f"predicted class (1 to {size}, in the order of the list)", showticklabels=False,
-                                    showgrid=False, zeroline=False, fixedrange=True, constrain="domain"),
+                                  # Below the matrix, not beside it: on a phone the matrix keeps the width.
+                                  colorbar=dict(orientation="h", y=-0.12, yanchor="top", thickness=10, tickformat=".0%",
+                                                title=dict(text="share of the true class", side="top",
+                                                           font=dict(size=12)))))
+    figure.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
+                         xaxis=dict(title="predicted class", showticklabels=False, showgrid=False, zeroline=False,
+                                    fixedrange=True, constrain="domain"),
                          yaxis=dict(title="true class", autorange="reversed", showticklabels=False, showgrid=False,
-                                    zeroline=False, fixedrange=True, scaleanchor="x"),
+                                    zeroline=False, fixedrange=True, scaleanchor="x", constrain="domain"),
                          hovermode="closest")
     return figure
 
@@ -214,8 +215,9 @@ def class_probabilities(probabilities: Sequence[float], class_names: list[str], 
     bottom = 10
     if rest:
         bottom = 50
+        # Right-aligned, so a narrow column's chart keeps it whole: it may reach under the class names.
         figure.add_annotation(text=f"The other {rest} classes: {max(0.0, 1 - values[shown].sum()):.0%} together",
-                              xref="paper", yref="paper", x=0, y=0, yshift=-8, yanchor="top", xanchor="left",
+                              xref="paper", yref="paper", x=1, y=0, yshift=-8, yanchor="top", xanchor="right",
                               showarrow=False, font=dict(size=14, color="#555"))
     figure.update_layout(height=max(240, 26 * len(shown) + bottom), margin=dict(l=10, r=40, t=10, b=bottom),
                          font=FONT, template=TEMPLATE,

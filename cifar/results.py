@@ -15,7 +15,7 @@ import numpy as np
 
 MANY_CLASSES = 20  # past this many classes, views list and rank instead of drawing one cell or bar each
 TOP_CLASSES = 5  # the probabilities shown of a picture when there are many classes (plus its true class)
-TOP_CONFUSIONS = 12  # the mistakes listed: a projector's screen, two on a phone
+TOP_CONFUSIONS = 10  # the mistakes listed: most of a projector's screen, about one and a half on a phone
 
 
 def many_classes(class_names: Sequence[str]) -> bool:

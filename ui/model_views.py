@@ -102,13 +102,17 @@ def few_classes_ui(run: SavedRun, metrics: dict, class_names: list[str]) -> None
 def many_classes_ui(confusion: list[list[int]], class_names: list[str]) -> None:
     """Too many classes for a cell or a bar each: the most common mistakes as a list, each opening its
     pictures, beside a table of the classes worst first; the whole matrix only on request."""
-    mistakes, per_class = st.columns([3, 2])
+    mistakes, per_class = st.columns(2)
     with mistakes:
         st.subheader("Most common mistakes")
         st.caption(f"Of all {len(class_names)} × {len(class_names)} pairs of true and predicted class, the ones with "
                    "the most test images the network got wrong. Press one (or pick any pair below) to see those "
                    "pictures: the mistakes a network makes often look like the class it chose.")
         top = top_confusions(confusion, class_names)
+        # A list to read down, not a column of centred buttons: left-aligned, and compact.
+        st.html("<style>.st-key-top_confusions button{justify-content:flex-start;min-height:2.25rem;padding:0.2rem 0.75rem}"
+                ".st-key-top_confusions button>div{justify-content:flex-start;width:100%}"
+                ".st-key-top_confusions button p{text-align:left}</style>")
         if not top:
             st.info("No mistakes at all on the test set.")
         chosen = tuple(st.session_state.get(key) for key in CELL_KEYS)
@@ -125,8 +129,10 @@ def many_classes_ui(confusion: list[list[int]], class_names: list[str]) -> None:
                       "test images": [row.images for row in rows],
                       "most often called": [row.mistaken_for or "" for row in rows]},
                      key="per_class_table", hide_index=True, height=470, width="stretch",
-                     column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent",
-                                                                                min_value=0.0, max_value=1.0)})
+                     column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent", width=90,
+                                                                                min_value=0.0, max_value=1.0),
+                                    "test images": st.column_config.NumberColumn("images", width=60,
+                                                                                 help="Test images of this class")})
     with st.expander(f"The whole confusion matrix ({len(class_names)} × {len(class_names)})"):
         st.caption("Each row is a true class and each column a predicted one, in the classes' order; the redder a "
                    "cell, the larger the share of its true class the network gave that wrong name. The right answers "
