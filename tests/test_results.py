@@ -124,3 +124,27 @@ def test_a_runs_progress_in_words(tmp_path):
     assert training_status(store.get(run_id))[1] == "Pausing at the next step… epoch 2 of 4"
     store.request_stop(run_id)
     assert training_status(store.get(run_id))[1].startswith("Stopping… epoch 2 of 4")
+
+
+def test_a_cells_pictures_from_probabilities_are_its_images_surest_first():
+    from cifar.predict import surest_in_cell
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(100), size=3000)
+    labels = rng.integers(0, 100, 3000)
+    predicted = probabilities.argmax(axis=1)
+    pairs = {(int(t), int(p)) for t, p in zip(labels, predicted) if t != p}
+    true_index, predicted_index = sorted(pairs)[0]
+    indices = surest_in_cell(labels, probabilities, true_index, predicted_index)
+    expected = [i for i in range(3000) if labels[i] == true_index and predicted[i] == predicted_index]
+    assert sorted(indices) == expected
+    assert list(probabilities[indices].max(axis=1)) == sorted(probabilities[expected].max(axis=1), reverse=True)
+
+
+def test_a_saved_runs_pauses_are_placed_in_epochs(tmp_path):
+    from cifar.store import SavedRun
+
+    metrics = {"config": {"epochs": 4}, "pauses": [{"event": "paused", "progress": 0.5}, {"event": "resumed", "progress": 0.5},
+                                                   {"event": "paused", "progress": 0.75}]}
+    assert SavedRun("r", tmp_path, metrics).pause_epochs == [2.0, 3.0]
+    assert SavedRun("r", tmp_path, {"history": [{}, {}]}).pause_epochs == []

@@ -68,7 +68,7 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
         st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
-    pauses = [event["progress"] * epochs for event in metrics.get("pauses", []) if event.get("event") == "paused"]
+    pauses = run.pause_epochs
     st.caption(CURVE_WORDS)
     curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
                                      validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
@@ -171,7 +171,7 @@ def start_at_the_worst_mistake(confusion: list[list[int]], class_names: list[str
 def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: TestSplit, run: SavedRun,
             model: Optional[PageModel]) -> None:
     """The test images of one cell of the matrix, chosen by a click on it or by the two boxes."""
-    from cifar.predict import cell_images
+    from cifar.predict import surest_in_cell
 
     start_at_the_worst_mistake(confusion, class_names)
     with st.container(horizontal=True, gap="small"):
@@ -186,8 +186,7 @@ def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: Test
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
     true_index, predicted_index = class_names.index(truth), class_names.index(said)
-    predicted = probabilities.argmax(axis=1)
-    indices = cell_images(y_test, predicted, true_index, predicted_index, confidence=probabilities.max(axis=1))
+    indices = surest_in_cell(y_test, probabilities, true_index, predicted_index)
     shown = indices[:GALLERY_SIZE]
     surest = f"; showing the {len(shown)} it was surest of" if len(indices) > len(shown) else ""
     st.markdown(f"**True {truth}, predicted {said}: {len(indices):,} test images{surest}**")
