@@ -623,8 +623,9 @@ def main() -> None:
         if run is not None:
             results_ui(run, test_split, model)  # model: the run's own, as tested is run whenever run is set
             x_test, _, class_names = test_split()
-            replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
-                      run.metrics.get("config", {}).get("epochs", 1))
+            if run.metrics.get("class_names", class_names) == class_names:  # its watched test images are these
+                replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
+                          run.metrics.get("config", {}).get("epochs", 1))
         else:
             st.info("The test results appear here when this run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):

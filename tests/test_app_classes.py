@@ -8,13 +8,16 @@ import json
 
 import numpy as np
 import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from cifar.data import load_data
 from cifar.inference import TEST_PROBABILITIES_FILE
 from cifar.results import TOP_CLASSES, per_class_table, top_confusions
 from cifar.store import list_runs
-from tests.synthetic import learnable_images, write_archive
-from tests.test_app import (new_app, page_text, png_bytes, quick_settings, runs_dir,  # noqa: F401
+
+from tests.synthetic import CIFAR10_CLASSES, learnable_images, write_archive
+from tests.test_app import (APP, new_app, page_text, png_bytes, quick_settings, runs_dir,  # noqa: F401
                             tile_captions, train_to_the_end)
 
 # CIFAR-100's fine classes, in the order of their labels, as its meta file names them.
@@ -65,7 +68,8 @@ def cell_tiles(at) -> list[int]:
     return [int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith("cell_inspect_")]
 
 
-def test_a_run_of_many_or_few_classes_shows_its_mistakes_its_classes_and_their_pictures(runs_dir, tiny_archive):  # noqa: F811
+def test_a_run_of_many_or_few_classes_shows_its_mistakes_its_classes_and_their_pictures(runs_dir, tiny_archive,  # noqa: F811
+                                                                                         monkeypatch, tmp_path):
     at, run = trained_app(runs_dir)
     _, (x_test, y_test), class_names = load_data(str(tiny_archive))
     metrics = run.metrics
@@ -78,6 +82,20 @@ def test_a_run_of_many_or_few_classes_shows_its_mistakes_its_classes_and_their_p
         few_classes_shown(at, run, class_names, y_test)
     else:
         many_classes_shown(at, run, class_names, y_test, reference)
+        # The server now loads CIFAR-10 with as many test images: the classes tell the datasets apart.
+        other = write_archive(tmp_path / "ten", learnable_images(200, seed=0), learnable_images(len(y_test), seed=1),
+                              CIFAR10_CLASSES)
+        monkeypatch.setenv("CIFAR10_DATA", str(other))
+        st.cache_resource.clear()
+        link = AppTest.from_file(APP, default_timeout=60)
+        link.query_params["run"] = run.run_id
+        link.run()
+        assert not link.exception
+        # Said in the results' cell view and in the gallery, which would otherwise name CIFAR-10's pictures
+        # with CIFAR-100's classes.
+        assert [error.value for error in link.error] == ["This run was tested on a different dataset from the one "
+                                                         "loaded now."] * 2, page_text(link)
+        assert not [block for block in link.markdown if block.value.startswith("- test image")]  # nor replays them
 
 
 def few_classes_shown(at, run, class_names, y_test):

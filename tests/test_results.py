@@ -148,3 +148,11 @@ def test_a_saved_runs_pauses_are_placed_in_epochs(tmp_path):
                                                    {"event": "paused", "progress": 0.75}]}
     assert SavedRun("r", tmp_path, metrics).pause_epochs == [2.0, 3.0]
     assert SavedRun("r", tmp_path, {"history": [{}, {}]}).pause_epochs == []
+
+
+def test_a_watched_pictures_answer_names_the_class_how_sure_and_the_truth_when_known():
+    from cifar.snapshots import watch_answer
+
+    names = ["cat", "dog", "ship"]
+    assert watch_answer([0.1, 0.7, 0.2], names, {"test_index": 4, "label": 2}) == ("dog", pytest.approx(0.7), "ship")
+    assert watch_answer([0.1, 0.2, 0.7], names, {"name": "mine.jpg", "pixels": ""}) == ("ship", pytest.approx(0.7), None)

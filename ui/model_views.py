@@ -226,7 +226,8 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
 
     x_test, y_test, class_names = test_split()  # a DataError here is shown by the tab's shown_as_error
     probabilities = test_set_probabilities(run.folder, model, x_test)
-    if len(probabilities) != len(y_test):
+    # CIFAR-10 and CIFAR-100 both have 10,000 test images: the classes tell them apart.
+    if len(probabilities) != len(y_test) or list(run.metrics.get("class_names", class_names)) != list(class_names):
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
     predicted = probabilities.argmax(axis=1)
