@@ -39,10 +39,15 @@ def thinned(count: int, limit: int = MAX_POINTS) -> list[int]:
 CURVE_TITLES = {"loss": "Loss (lower is better)", "accuracy": "Accuracy (higher is better)"}
 
 
-def validation_label(checked_on: dict[str, Any] | None) -> str:
-    """What a run's validation curve was computed on, short enough for half a legend's row: runs
-    from before the held-out split (no record of it) validated on the test set."""
-    return "held-out validation" if (checked_on or {}).get("source") == "held_out" else "test-set validation"
+def validation_label(checked_on: dict[str, Any] | None, count: bool = False) -> str:
+    """What a run's validation curve was computed on: "held-out validation", short enough for half
+    a legend's row, or with `count` "held-out validation (5,000 images)". Runs from before the
+    held-out split (no record of it) validated on the test set."""
+    checked_on = checked_on or {}
+    if checked_on.get("source") != "held_out":
+        return "test-set validation"
+    images = checked_on.get("images")
+    return f"held-out validation ({images:,} images)" if count and isinstance(images, int) else "held-out validation"
 
 
 def learning_curves(batches: list[dict[str, Any]], history: list[dict[str, Any]], epochs: int,

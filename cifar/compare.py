@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import plotly.graph_objects as go
 
-from cifar.charts import CURVE_TITLES, FONT, GRID_COLOUR
+from cifar.charts import CURVE_TITLES, FONT, GRID_COLOUR, validation_label
 from cifar.config import TrainConfig
 from cifar.runstore import FULL_TRAINING_SET
 
@@ -109,17 +109,6 @@ def validation_of(events: Sequence[dict[str, Any]], metrics: Optional[dict[str, 
     return None if recorded is None or recorded.get("source") == "none" else recorded
 
 
-def validation_words(validation: Optional[dict[str, Any]]) -> str:
-    """ "validation (5,000 held-out images)", "validation (test set)", or plain "validation"."""
-    validation = validation or {}
-    if validation.get("source") == "held_out":
-        images = validation.get("images")
-        return f"validation ({images:,} held-out images)" if isinstance(images, int) else "validation (held-out images)"
-    if validation.get("source") == "test":
-        return "validation (test set)"
-    return "validation"
-
-
 @dataclass(frozen=True)
 class ComparisonRow:
     """The table's figures for one run; None where the run has no such value (yet)."""
@@ -164,7 +153,7 @@ def comparison_figure(key: str, runs: Sequence[ComparedRun]) -> go.Figure:
     title says what the dashed lines were computed on, or, when the runs differ in that, each
     dashed line is named too."""
     figure = go.Figure()
-    sources = {validation_words(run.validation) for run in runs if run.validation is not None}
+    sources = {validation_label(run.validation, count=True) for run in runs if run.validation is not None}
     shared = next(iter(sources)) if len(sources) == 1 else None
     for run, colour in zip(runs, RUN_COLOURS):
         epochs = [entry["epoch"] for entry in run.history if key in entry]
@@ -174,7 +163,7 @@ def comparison_figure(key: str, runs: Sequence[ComparedRun]) -> go.Figure:
             marker=dict(size=7, color=colour), hovertemplate=f"epoch %{{x}}<br>%{{y:.3f}}<extra>{run.name}: training</extra>"))
         validated = [entry for entry in run.history if f"val_{key}" in entry]
         if validated or (not run.history and run.validation is not None):
-            words = validation_words(run.validation)
+            words = validation_label(run.validation, count=True)
             figure.add_trace(go.Scatter(
                 x=[entry["epoch"] for entry in validated], y=[entry[f"val_{key}"] for entry in validated],
                 mode="lines+markers", name=f"{run.name}: {words}", legendgroup=run.run_id, showlegend=shared is None,

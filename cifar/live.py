@@ -51,7 +51,8 @@ class LiveRun:
 
     def pauses(self) -> list[float]:
         """Where the run was paused, in epochs."""
-        return pause_positions(self.events)
+        epochs = next((event["epochs"] for event in self.events if event["event"] == "start"), None)
+        return pause_positions(self.events, epochs) if epochs else []
 
     def validation_label(self) -> str:
         start = next((event for event in self.events if event["event"] == "start"), {})
@@ -69,10 +70,9 @@ class LiveRun:
             return self._figures
 
 
-def pause_positions(events: list[Event]) -> list[float]:
+def pause_positions(events: list[Event], epochs: int) -> list[float]:
     """Where each pause among a run's events happened, in epochs (a run's events or a saved run's "pauses")."""
-    epochs = next((event["epochs"] for event in events if event["event"] == "start"), None)
-    return [event["progress"] * (epochs or 1) for event in events if event["event"] == "paused"] if epochs else []
+    return [event["progress"] * epochs for event in events if event.get("event") == "paused"]
 
 
 class Board:

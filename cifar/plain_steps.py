@@ -8,6 +8,7 @@ interface is TrainSteps's, so cifar/train.py streams the same events from either
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,8 +42,6 @@ class PlainSteps:
     def __init__(self, model: "keras.Model", config: TrainConfig, steps_per_epoch: int) -> None:
         tf, keras = tensorflow_module(), keras_module()
         self.tf, self.model, self.config = tf, model, config
-        self.rates: dict[str, float] = {}  # no numpy masks: Keras's Dropout layers draw their own
-        self.mask_shapes: dict[str, tuple[int, ...]] = {}
         rate = learning_rate(config, steps_per_epoch)
         self.optimizer = keras.optimizers.Adam(rate) if config.optimizer == "adam" else keras.optimizers.SGD(rate)
         self.optimizer.build(model.trainable_variables)  # its slots exist before the step is traced
@@ -53,9 +52,12 @@ class PlainSteps:
         signature = [tf.TensorSpec((None, None, *images_shape), tf.uint8), tf.TensorSpec((None, None), tf.int32)]
         self._run = tf.function(self._steps, input_signature=signature)
 
-    def run(self, images: np.ndarray, labels: np.ndarray, *masks: np.ndarray) -> tuple[float, float]:
-        if masks:
-            raise ValueError("the plain path's dropout is the model's own: it takes no masks")
+    def inputs(self, groups: Iterable[tuple[np.ndarray, np.ndarray]], seed: int,
+               epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """What `run` takes for each group of batches: just its images and labels."""
+        return groups
+
+    def run(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         loss_sum, correct = self._run(images, labels.astype(np.int32, copy=False))
         return float(loss_sum), float(correct)
 

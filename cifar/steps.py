@@ -1,7 +1,8 @@
 """The fast training path: the seed ConvNet's step as one compiled TensorFlow function, the same math, faster.
 
-Training has two paths with one interface (`run(images, labels, *masks) -> (loss_sum, correct)`
-over a group of steps), and cifar/train.py streams the same events from either:
+Training has two paths with one interface (`inputs(groups, seed, epoch)` adds what a path's
+`run(images, labels, ...) -> (loss_sum, correct)` takes for a group of steps besides the
+batches), and cifar/train.py streams the same events from either:
 
 - the plain path (cifar/plain_steps.py, `PlainSteps`): Keras's own layers, loss and optimizer
   over `model(x, training=True)`. It trains any model and is the reference;
@@ -13,8 +14,8 @@ function (the same layers and weights, float32 throughout, the same dropout dist
 the same loss, and SGD or Adam with Keras's update rules) with fewer passes over memory
 (bench/README.md has what each change bought):
 
-1. Dropout masks come from numpy (`keep_mask`), drawn in a background thread with the next
-   group's images (cifar/train.py), instead of TensorFlow's Philox generator inside the step.
+1. Dropout masks come from numpy (`keep_mask`, `TrainSteps.inputs`), drawn in a background
+   thread with the next group's images (cifar/train.py `prefetched`), instead of TensorFlow's Philox generator inside the step.
 2. The pixels' 1/255 and conv dropout's 1 / (1 - rate), positive factors that pass through the
    convolution, relu and max-pooling, scale the 896 numbers of the conv kernel and bias instead
    of the images and the pooled outputs; the conv layer's relu and dropout gradients are one
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -179,6 +181,15 @@ class TrainSteps:
         # One trace for every group size; without AutoGraph (the loop is an explicit while_loop) the
         # trace takes 0.12 s instead of 0.33 s, paid once per run.
         self._run = tf.function(self._steps, input_signature=signature, autograph=False)
+
+    def inputs(self, groups: Iterable[tuple[np.ndarray, np.ndarray]], seed: int,
+               epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
+        """What `run` takes for each group of batches: its images and labels, then a keep mask
+        (k, b, *shape) for each of `mask_shapes`, drawn from the run's seed and the epoch."""
+        bits = np.random.SFC64([seed, epoch])  # a fast generator for the masks' millions of draws
+        for images, labels in groups:
+            yield (images, labels, *(keep_mask(bits, (*labels.shape, *shape), self.rates[name])
+                                     for name, shape in self.mask_shapes.items()))
 
     def run(self, images: np.ndarray, labels: np.ndarray, *masks: np.ndarray) -> tuple[float, float]:
         loss_sum, correct = self._run(images, labels.astype(np.int32, copy=False), *masks)

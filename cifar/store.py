@@ -114,12 +114,6 @@ class SavedRun:
         return float(completed)
 
     @property
-    def pause_epochs(self) -> list[float]:
-        """Where the run was paused, in epochs, for the curves to mark."""
-        epochs = self.metrics.get("config", {}).get("epochs", len(self.metrics.get("history", [])))
-        return [event["progress"] * epochs for event in self.metrics.get("pauses", []) if event.get("event") == "paused"]
-
-    @property
     def epochs_text(self) -> str:
         """ "4 epochs", or "1.6 of 4 epochs" for a run that ended early."""
         planned = self.metrics.get("config", {}).get("epochs")

@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from cifar.model import build_model, principal_component_filters
 from cifar.predict import predict_probabilities
 from cifar.snapshots import take_snapshot
 from cifar.plain_steps import PlainSteps
-from cifar.steps import TrainSteps, keep_mask, seed_convnet_difference, steps_per_call
+from cifar.steps import TrainSteps, seed_convnet_difference, steps_per_call
 
 if TYPE_CHECKING:
     import keras
@@ -80,17 +80,15 @@ def split_validation(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: in
     return (x[train], y[train]), (x[validation], y[validation])
 
 
-def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int, flip: bool = False,
-                 mask_rates: Sequence[tuple[tuple[int, ...], float]] = ()) -> Iterator[tuple[np.ndarray, ...]]:
+def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
+                 flip: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One epoch of shuffled batches, stacked a compiled call's worth at a time, gathered from the uint8 arrays.
 
-    Yields (images (k, b, 32, 32, 3), labels (k, b), then a keep mask (k, b, *shape) for each
-    (shape, rate) in mask_rates). Whole batches come first; the last, smaller batch of an
-    epoch comes alone. Each epoch has its own order, mirrorings and masks, all from the seed.
-    Gathering from numpy copies only the batches, never the training set.
+    Yields (images (k, b, *image shape), labels (k, b)). Whole batches come first; the last,
+    smaller batch of an epoch comes alone. Each epoch has its own order and mirrorings, from
+    the seed. Gathering from numpy copies only the batches, never the training set.
     """
     rng = np.random.default_rng([seed, epoch])
-    bits = np.random.SFC64([seed, epoch])  # a fast generator for the masks' millions of draws
     order = rng.permutation(len(x))
     whole_batches, rest = divmod(len(x), batch_size)
     per_call = steps_per_call(batch_size)
@@ -104,8 +102,7 @@ def batch_groups(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch
         if flip:
             mirrored = rng.random(len(picked)) < 0.5
             images[mirrored] = images[mirrored, :, ::-1]
-        masks = [keep_mask(bits, (steps, size, *shape), rate) for shape, rate in mask_rates]
-        yield (images.reshape(steps, size, *x.shape[1:]), y[picked].reshape(steps, size), *masks)
+        yield images.reshape(steps, size, *x.shape[1:]), y[picked].reshape(steps, size)
 
 
 BACKGROUND_NICENESS = 10  # added to the niceness of the thread that makes the next batches (19 is the lowest priority)
@@ -213,7 +210,6 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
     x_train, y_train = subset(*train, config.train_size, config.seed)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     steps = (TrainSteps if path == "fast" else PlainSteps)(model, config, steps_per_epoch)
-    mask_rates = [(shape, steps.rates[name]) for name, shape in steps.mask_shapes.items()]
     checked_on = {"source": config.validation if validation is not None else "none",
                   "images": len(validation[0]) if validation is not None else 0}
     on_event({"event": "start", "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
@@ -230,7 +226,8 @@ def fit(model: "keras.Model", train: Arrays, config: TrainConfig, validation: Op
         step, images_in_epoch, loss_sum, correct = 0, 0, 0.0, 0.0
         held: Optional[tuple[float, float, int]] = None
         chunk_started = time.perf_counter()
-        groups = batch_groups(x_train, y_train, config.batch_size, config.seed, epoch - 1, config.flip, mask_rates)
+        groups = steps.inputs(batch_groups(x_train, y_train, config.batch_size, config.seed, epoch - 1, config.flip),
+                             config.seed, epoch - 1)
         for group in prefetched(groups):
             if pause is not None and pause.is_set() and not stop.is_set():
                 _wait_while_paused(progress, epoch, step, images_in_epoch, pause, stop, while_paused)

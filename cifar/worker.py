@@ -118,10 +118,6 @@ class Worker:
         self.holding: list[_Training] = []  # the run training now last; paused runs before it
         self._dataset: Optional[Dataset] = None
 
-    @property
-    def current(self) -> Optional[str]:
-        return self.holding[-1].run_id if self.holding else None
-
     def serve(self, until: Callable[[], bool] = lambda: False) -> None:
         """Train queued runs until `until()` says so (never, for a server's worker)."""
         threading.Thread(target=self._watch, name="heartbeat-and-stop", daemon=True).start()

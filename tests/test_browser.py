@@ -523,10 +523,12 @@ def test_inspect_opens_over_the_gallery_and_colours_mean_right_or_wrong(page, ap
         keyed.nth(position).click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible(timeout=30_000)  # where the eye is: over the page, not below the grid
-        expect(dialog.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
-        # Drawn by Plotly a moment after its element appears (and again if the page redraws it): read in one go.
+        expect(dialog.locator(".st-key-inspected_probabilities .js-plotly-plot").last).to_be_visible(timeout=30_000)
+        # Drawn by Plotly a moment after its element appears (and again if the page redraws it): read in one go,
+        # from the newest drawing (under load, a streaming page may show the one before it a moment longer).
         bars = page.wait_for_function(
-            "() => { const plot = document.querySelector('[role=dialog] .js-plotly-plot');"
+            "() => { const plot = Array.from(document.querySelectorAll("
+            "'[role=dialog] .st-key-inspected_probabilities .js-plotly-plot')).pop();"
             " const data = plot && plot._fullData && plot._fullData[0];"
             " return data ? {labels: Array.from(data.y), values: Array.from(data.x),"
             "                colours: Array.from(data.marker.color)} : null; }", timeout=30_000).json_value()

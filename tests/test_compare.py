@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from cifar import compare
+from cifar import charts, compare
 from cifar.compare import ComparedRun
 from cifar.config import DROPOUT_EXPERIMENT, LINK_FIELDS, SEED_RECIPE, TrainConfig, dropout_experiment
 
@@ -98,8 +98,8 @@ def test_each_run_has_its_colour_solid_for_training_and_dashed_for_validation():
         assert len(set(colours)) == len(runs)
     # Validated on different sets, each dashed line is named in the legend with its set.
     in_legend = [trace.name for trace in accuracy.data if trace.showlegend is not False]
-    assert "dense dropout 0.0: validation (test set)" in in_legend
-    assert "dense dropout 0.5: validation (5,000 held-out images)" in in_legend
+    assert "dense dropout 0.0: test-set validation" in in_legend
+    assert "dense dropout 0.5: held-out validation (5,000 images)" in in_legend
     assert accuracy.layout.legend.title.text == "solid: training<br>dashed: validation"
 
 
@@ -109,7 +109,7 @@ def test_runs_validated_alike_are_named_once_and_the_legend_title_says_on_what()
     loss, _ = compare.comparison_figures(runs)
     assert [trace.name for trace in loss.data if trace.showlegend is not False] == ["seed 0", "seed 1"]
     assert [trace.line.dash for trace in loss.data] == ["solid", "dash", "solid", "dash"]
-    assert loss.layout.legend.title.text.endswith("dashed: validation (5,000 held-out images)")
+    assert loss.layout.legend.title.text.endswith("dashed: held-out validation (5,000 images)")
 
 
 def test_histories_come_from_epoch_events_else_from_saved_metrics():
@@ -128,9 +128,8 @@ def test_what_validation_was_computed_on_is_what_training_recorded_else_what_the
     assert compare.validation_of(OVERFITTING, {}, old_run) == {"source": "test"}
     assert compare.validation_of([], {}, SEED_RECIPE.replace(validation="none")) is None
     assert compare.validation_of([{"event": "start", "validation": {"source": "none", "images": 0}}], {}, None) is None
-    assert compare.validation_words(held_out) == "validation (5,000 held-out images)"
-    assert compare.validation_words({"source": "test"}) == "validation (test set)"
-    assert compare.validation_words({}) == "validation"
+    assert charts.validation_label(held_out, count=True) == "held-out validation (5,000 images)"
+    assert charts.validation_label({"source": "test"}, count=True) == "test-set validation"
 
 
 def test_the_dropout_experiment_differs_only_in_dropout():

@@ -62,7 +62,7 @@ def test_two_trained_runs_compared_are_named_by_their_dense_dropout(runs_dir):
     assert "**Comparing dense dropout 0.0 vs 0.5.**" in page_text(at)
     assert "Both together take about" in page_text(at)  # the server has measured its speed now
     traces = compare_traces(at)
-    held = f"validation ({held_out_size(800)} held-out images)"  # quick_settings trains on 800 images
+    held = f"held-out validation ({held_out_size(800)} images)"  # quick_settings trains on 800 images
     assert {trace["name"] for trace in traces} == {"dense dropout 0.0", f"dense dropout 0.0: {held}",
                                                    "dense dropout 0.5", f"dense dropout 0.5: {held}"}
     assert all(len(trace["y"]) == 2 for trace in traces)  # two epochs each, from the store's events

@@ -141,15 +141,6 @@ def test_a_cells_pictures_from_probabilities_are_its_images_surest_first():
     assert list(probabilities[indices].max(axis=1)) == sorted(probabilities[expected].max(axis=1), reverse=True)
 
 
-def test_a_saved_runs_pauses_are_placed_in_epochs(tmp_path):
-    from cifar.store import SavedRun
-
-    metrics = {"config": {"epochs": 4}, "pauses": [{"event": "paused", "progress": 0.5}, {"event": "resumed", "progress": 0.5},
-                                                   {"event": "paused", "progress": 0.75}]}
-    assert SavedRun("r", tmp_path, metrics).pause_epochs == [2.0, 3.0]
-    assert SavedRun("r", tmp_path, {"history": [{}, {}]}).pause_epochs == []
-
-
 def test_a_watched_pictures_answer_names_the_class_how_sure_and_the_truth_when_known():
     from cifar.snapshots import watch_answer
 

@@ -115,6 +115,20 @@ def test_dropout_masks_are_applied_and_scaled_as_keras_dropout_does():
     assert np.allclose(none_kept, none_kept[0])  # every picture looks the same once all is dropped
 
 
+def test_the_fast_step_draws_a_mask_per_dropout_for_each_group_from_the_seed_and_epoch():
+    from cifar.train import batch_groups
+
+    x, y = learnable_images(300, seed=2)
+    steps = TrainSteps(build_model(10, conv_dropout=0.0, dense_dropout=0.5), TrainConfig(), 10)
+    groups = list(steps.inputs(batch_groups(x, y, 32, seed=4, epoch=1), seed=4, epoch=1))
+    assert [tuple(part.shape for part in group[1:]) for group in groups] == [((9, 32), (9, 32, 512)), ((1, 12), (1, 12, 512))]
+    again = list(steps.inputs(batch_groups(x, y, 32, seed=4, epoch=1), seed=4, epoch=1))
+    assert all(np.array_equal(first[2], second[2]) for first, second in zip(groups, again))
+    other_epoch = next(steps.inputs(batch_groups(x, y, 32, seed=4, epoch=2), seed=4, epoch=2))
+    assert not np.array_equal(groups[0][2], other_epoch[2])
+    assert 0.45 < np.mean(np.concatenate([group[2].ravel() for group in groups])) < 0.55
+
+
 def test_gradients_through_dropout_are_those_of_keras_layers_with_the_same_masks():
     tf = pytest.importorskip("tensorflow")
     images, labels = learnable_images(32, seed=7)

@@ -151,13 +151,12 @@ def test_an_epoch_of_batch_groups_shows_every_image_once_in_whole_batches_then_t
 
     x = np.arange(1100, dtype=np.uint8).repeat(32 * 32 * 3).reshape(1100, 32, 32, 3)  # image i is all i % 256
     y = np.arange(1100)
-    groups = list(batch_groups(x, y, batch_size=32, seed=1, epoch=0, mask_rates=[((4, 4), 0.5)]))
+    groups = list(batch_groups(x, y, batch_size=32, seed=1, epoch=0))
     # 34 whole batches of 32 in calls of 16, then the last 12 images alone.
-    assert [labels.shape for _, labels, _ in groups] == [(16, 32), (16, 32), (2, 32), (1, 12)]
-    assert [mask.shape for _, _, mask in groups] == [(16, 32, 4, 4), (16, 32, 4, 4), (2, 32, 4, 4), (1, 12, 4, 4)]
-    seen = np.concatenate([labels.ravel() for _, labels, _ in groups])
+    assert [labels.shape for _, labels in groups] == [(16, 32), (16, 32), (2, 32), (1, 12)]
+    seen = np.concatenate([labels.ravel() for _, labels in groups])
     assert sorted(seen) == list(range(1100))
-    assert all(np.array_equal(images[..., 0, 0, 0], labels % 256) for images, labels, _ in groups)
+    assert all(np.array_equal(images[..., 0, 0, 0], labels % 256) for images, labels in groups)
     next_epoch = np.concatenate([labels.ravel() for _, labels in batch_groups(x, y, 32, seed=1, epoch=1)])
     assert not np.array_equal(seen, next_epoch)
 

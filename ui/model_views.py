@@ -14,7 +14,7 @@ from PIL import Image
 from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
 from cifar.inference import PageModel, test_set_probabilities
-from cifar.live import duration
+from cifar.live import duration, pause_positions
 from cifar.results import TOP_CLASSES, first_cell, many_classes, per_class_table, top_confusions
 from cifar.store import SavedRun
 from ui.watch_views import add_to_watch_list, upload_watch_button
@@ -68,7 +68,7 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
         st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     batches, history = metrics.get("batches", []), metrics.get("history", [])
     epochs = metrics.get("config", {}).get("epochs", len(history))
-    pauses = run.pause_epochs
+    pauses = pause_positions(metrics.get("pauses", []), epochs)
     st.caption(CURVE_WORDS)
     curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
                                      validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
