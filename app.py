@@ -26,7 +26,8 @@ from cifar.data import DataError
 from cifar.folders import datasets_dir, read_image_set, save_image_set, split_image_set
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
-from cifar.live import Board, LiveRun
+from cifar.live import Board, LiveRun, training_status
+from cifar.predict import first_of_each_class
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
 from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
                             expected_starts)
@@ -42,9 +43,9 @@ STATUS_SECONDS = 1.5  # how often a page watching a run redraws its progress
 CURVES_SECONDS = 5.0  # how often it redraws the queue and the live curves: the figure is the page's biggest message
 IDLE_SECONDS = 5.0  # how often a page not watching a run checks the queue
 PREPARING_SECONDS = 2.0  # how often a page waiting for a run's copy for the pages looks for it
-SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 BATCH_SIZES = [16, 32, 64, 128, 256]
 ZIP_UPLOAD_MB = 100  # a class-folder zip, held in the web process while it is read: a classroom's pictures, not a phone's album
+EXAMPLE_CLASSES = 20  # example pictures on a first visit: two rows on a projector, of CIFAR-100's 100 classes too
 # The sidebar's bounds, for its widgets and for the settings a link brings.
 LIMITS = {"epochs": (1, 50), "conv_dropout": (0.0, 0.9), "dense_dropout": (0.0, 0.9), "learning_rate": (1e-5, 1.0),
           "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1)}
@@ -143,7 +144,7 @@ def run_test_split(run: SavedRun) -> tuple[Any, Any, list[str]]:
 LAYERS_DOT = """digraph {
   rankdir=LR; bgcolor="transparent"; node [shape=box, style="rounded,filled", fillcolor="#eef3f8", fontname="sans-serif"];
   input [label="picture\\n32×32×3"]; conv [label="conv 3×3\\n32 filters\\n32×32×32"];
-  pool [label="max pool\\n16×16×32"]; dense [label="dense\\n512 units"]; out [label="softmax\\n10 classes"];
+  pool [label="max pool\\n16×16×32"]; dense [label="dense\\n512 units"]; out [label="softmax\\none per class"];
   input -> conv -> pool -> dense -> out;
 }"""
 
@@ -153,7 +154,7 @@ def network_ui(data_error_shown_elsewhere: bool = False) -> None:
     st.graphviz_chart(LAYERS_DOT, width="stretch")
     st.markdown("A 3×3 convolution layer with 32 filters looks at every patch of the 32×32 picture, max pooling "
                 "halves it, a 512-unit dense layer combines everything, and a softmax gives a probability for each "
-                "of the 10 classes. Dropout switches units off at random while training, so the network cannot "
+                "class it learns. Dropout switches units off at random while training, so the network cannot "
                 "memorise the training pictures. Press **Train**, and watch it learn.")
     try:
         x_test, y_test, class_names = test_split()
@@ -162,9 +163,11 @@ def network_ui(data_error_shown_elsewhere: bool = False) -> None:
             raise
         st.caption("The example pictures need the CIFAR data, which could not be loaded.")
         return
-    first_of_each = [int(np.flatnonzero(y_test == label)[0]) for label in range(len(class_names))]
-    st.image([pixels_large(x_test[index], 80) for index in first_of_each], caption=class_names, width=80)
-    st.caption("One test picture of each class, 32×32 pixels, shown two and a half times as large.")
+    examples = first_of_each_class(y_test, len(class_names), limit=EXAMPLE_CLASSES)
+    st.image([pixels_large(x_test[index], 80) for _, index in examples], width=80,
+             caption=[class_names[label] for label, _ in examples])
+    which = "each class" if len(examples) == len(class_names) else f"{len(examples)} of its {len(class_names)} classes"
+    st.caption(f"One test picture of {which}, 32×32 pixels, shown two and a half times as large.")
 
 
 def fill_from_preset() -> None:
@@ -498,31 +501,6 @@ def activity_ui(run_id: str, shown_state: str, shown_pause: bool) -> None:
         st.info(f"This run is queued, number {place} in line: it starts when the runs before it end.")
 
 
-def training_status(record: RunRecord) -> tuple[float, str]:
-    """The progress bar's share and its words: epoch, speed and time left."""
-    progress = record.progress
-    if progress.get("event") == "download" and progress.get("bytes_total"):
-        done, total = progress["bytes_done"], progress["bytes_total"]
-        return done / total, f"Downloading {progress.get('dataset', 'CIFAR-10')}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
-    if "progress" not in progress:
-        return 0.0, "Loading the data and building the network…"
-    status = "Stopping…" if record.stop_requested else "Training…"
-    if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
-        status = "Testing on the test set and saving…"
-    elif record.pause_requested:
-        where = f"epoch {progress['epoch']} of {record.config.epochs}"
-        if not progress.get("paused"):
-            return min(1.0, progress["progress"]), f"Pausing at the next step… {where}"
-        passing = " · queued runs are training meanwhile" if record.queue_may_pass else ""
-        return min(1.0, progress["progress"]), f"Paused in {where}: Resume goes on from the same step{passing}"
-    # The first seconds run slower than the rest (tracing, warm caches): a time left from them overstates.
-    settled = progress.get("elapsed", 0) >= SETTLED_SECONDS
-    left = f"{duration(progress.get('remaining'))} left" if settled else "time left: estimating…"
-    return min(1.0, progress["progress"]), (
-        f"{status} epoch {progress['epoch']} of {record.config.epochs} · "
-        f"{progress.get('images_per_second', 0):,.0f} images per second · {left}")
-
-
 def live_curves_ui(live: LiveParts, run_id: str, epochs: int) -> None:
     """The learning curves so far, from the events every watcher shares."""
     run = live_run(run_id)
@@ -708,8 +686,9 @@ def main() -> None:
         if run is not None:
             results_ui(run, lambda: run_test_split(run), model)  # model: the run's own, as tested is run whenever run is set
             x_test, _, class_names = run_test_split(run)
-            replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
-                      run.metrics.get("config", {}).get("epochs", 1))
+            if run.metrics.get("class_names", class_names) == class_names:  # its watched test images are these
+                replay_ui(run.metrics.get("snapshots", []), run.metrics.get("watch_list", []), class_names, x_test,
+                          run.metrics.get("config", {}).get("epochs", 1))
         else:
             st.info("The test results appear here when this run finishes or is stopped.")
     with test_set, shown_as_error("showing the test images"):

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from cifar.results import TOP_CLASSES, many_classes, top_classes
+
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 FONT = dict(size=15)  # readable from the back of a classroom
 TEMPLATE = "plotly_white"
@@ -156,6 +158,32 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) ->
     return figure
 
 
+def confusion_heatmap(matrix: Sequence[Sequence[int]], class_names: list[str]) -> go.Figure:
+    """The whole matrix of many classes at a glance: where the mistakes are. The diagonal (the right
+    answers) is left blank, so the colours spread over the mistakes; each cell's words are in its hover.
+    Not clickable (streamlit/streamlit#8760): the list of top confusions opens a cell's pictures."""
+    counts = np.asarray(matrix, dtype=int)
+    size = len(class_names)
+    row_share = counts / np.maximum(1, counts.sum(axis=1, keepdims=True))
+    mistakes = np.where(np.eye(size, dtype=bool), np.nan, row_share)
+    words = [[f"true {class_names[t]}, predicted {class_names[p]}<br>{counts[t, p]} images ({row_share[t, p]:.0%})"
+              for p in range(size)] for t in range(size)]
+    figure = go.Figure(go.Heatmap(z=mistakes, x=list(range(size)), y=list(range(size)), colorscale="Reds", zmin=0,
+                                  zmax=max(0.05, float(np.nanmax(mistakes)) if size > 1 else 0.05),
+                                  text=words, hovertemplate="%{text}<extra></extra>", xgap=0, ygap=0,
+                                  # Below the matrix, not beside it: on a phone the matrix keeps the width.
+                                  colorbar=dict(orientation="h", y=-0.12, yanchor="top", thickness=10, tickformat=".0%",
+                                                title=dict(text="share of the true class", side="top",
+                                                           font=dict(size=12)))))
+    figure.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), font=FONT, template=TEMPLATE,
+                         xaxis=dict(title="predicted class", showticklabels=False, showgrid=False, zeroline=False,
+                                    fixedrange=True, constrain="domain"),
+                         yaxis=dict(title="true class", autorange="reversed", showticklabels=False, showgrid=False,
+                                    zeroline=False, fixedrange=True, scaleanchor="x", constrain="domain"),
+                         hovermode="closest")
+    return figure
+
+
 def per_class_accuracy(accuracy_by_class: dict[str, float]) -> go.Figure:
     names = list(accuracy_by_class)
     values = [accuracy_by_class[name] for name in names]
@@ -172,18 +200,32 @@ RIGHT_COLOUR, WRONG_COLOUR, TOP_COLOUR, OTHER_COLOUR = "#2ca02c", "#d62728", "#1
 
 
 def class_probabilities(probabilities: Sequence[float], class_names: list[str], true_class: str | None = None) -> go.Figure:
-    """Horizontal bars over all classes. Colour means right or wrong: the network's top class is
-    green when it is the true class and red when it is not; with no true class known (a user's
-    picture) it is plain blue. The true class is named as such and outlined."""
+    """Horizontal bars over the classes: all of them, or with many classes the top few and the true
+    class (cifar/results.py), the rest summed up in words below. Colour means right or wrong: the
+    network's top class is green when it is the true class and red when it is not; with no true
+    class known (a user's picture) it is plain blue. The true class is named as such and outlined."""
     values = np.asarray(probabilities, dtype=float)
     best = int(values.argmax())
+    true_index = class_names.index(true_class) if true_class in class_names else None
+    shown = top_classes(values, TOP_CLASSES, true_index) if many_classes(class_names) else list(range(len(values)))
     top = TOP_COLOUR if true_class is None else RIGHT_COLOUR if class_names[best] == true_class else WRONG_COLOUR
-    colours = [top if i == best else OTHER_COLOUR for i in range(len(values))]
-    outline = [2.5 if name == true_class else 0 for name in class_names]
-    labels = [f"{name} (true class)" if name == true_class else name for name in class_names]
-    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker=dict(color=colours, line=dict(color="#333", width=outline)),
-                              text=[f"{value:.0%}" for value in values], textposition="outside", cliponaxis=False,
+    colours = [top if i == best else OTHER_COLOUR for i in shown]
+    outline = [2.5 if i == true_index else 0 for i in shown]
+    labels = [f"{class_names[i]} (true class)" if i == true_index else class_names[i] for i in shown]
+    figure = go.Figure(go.Bar(x=values[shown], y=labels, orientation="h",
+                              marker=dict(color=colours, line=dict(color="#333", width=outline)),
+                              text=[f"{values[i]:.0%}" for i in shown], textposition="outside", cliponaxis=False,
                               hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    figure.update_layout(height=max(240, 26 * len(values)), margin=dict(l=10, r=40, t=10, b=10), font=FONT, template=TEMPLATE,
-                         xaxis=dict(range=[0, 1.1], tickformat=".0%", showgrid=False), yaxis=dict(autorange="reversed"))
+    rest = len(values) - len(shown)
+    bottom = 10
+    if rest:
+        bottom = 50
+        # Right-aligned, so a narrow column's chart keeps it whole: it may reach under the class names.
+        figure.add_annotation(text=f"The other {rest} classes: {max(0.0, 1 - values[shown].sum()):.0%} together",
+                              xref="paper", yref="paper", x=1, y=0, yshift=-8, yanchor="top", xanchor="right",
+                              showarrow=False, font=dict(size=14, color="#555"))
+    figure.update_layout(height=max(240, 26 * len(shown) + bottom), margin=dict(l=10, r=40, t=10, b=bottom),
+                         font=FONT, template=TEMPLATE,
+                         xaxis=dict(range=[0, 1.1], tickformat=".0%", showgrid=False, showticklabels=not rest),
+                         yaxis=dict(autorange="reversed"))
     return figure

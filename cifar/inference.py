@@ -160,6 +160,14 @@ def save_page_files(model: "keras.Model", folder: str | Path, test_probabilities
     partial.replace(folder / LITE_FILE)
 
 
+def test_set_probabilities(folder: str | Path, model: PageModel, x_test: np.ndarray) -> np.ndarray:
+    """Every test image's probabilities: as the worker saved them with the run, else computed now."""
+    saved = Path(folder) / TEST_PROBABILITIES_FILE
+    if saved.is_file():
+        return np.load(saved).astype(np.float32)
+    return model.probabilities(x_test)
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
     partial = path.with_name(path.name + ".partial.npy")
     np.save(partial, array)

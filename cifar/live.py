@@ -16,6 +16,7 @@ from cifar.runstore import Event, RunRecord, RunStore
 LIVE_POINTS = 150  # curve points in the live figure: enough for a projector, small for 30 phones
 READ_SECONDS = 0.5  # pages polling within this of the last read share it
 BUILD_SECONDS = 2.0  # the live figures are rebuilt at most this often, so a page redrawing every 5 s is at most 2 s behind
+SETTLED_SECONDS = 8.0  # training time after which the time-left estimate is shown
 
 
 class LiveRun:
@@ -108,3 +109,36 @@ class Board:
         """Forget the last read: this page just changed the queue and must see it at once."""
         with self._lock:
             self._read_at = 0.0
+
+
+def duration(seconds: Optional[float]) -> str:
+    """ "42 s", "3 min 05 s"; "estimating…" when not known yet."""
+    if seconds is None:
+        return "estimating…"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def training_status(record: RunRecord) -> tuple[float, str]:
+    """The progress bar's share and its words: epoch, speed and time left."""
+    progress = record.progress
+    if progress.get("event") == "download" and progress.get("bytes_total"):
+        done, total = progress["bytes_done"], progress["bytes_total"]
+        return done / total, f"Downloading {progress.get('dataset', 'CIFAR-10')}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+    if "progress" not in progress:
+        return 0.0, "Loading the data and building the network…"
+    status = "Stopping…" if record.stop_requested else "Training…"
+    if progress.get("event") == "end" or progress.get("progress", 0) >= 1:
+        status = "Testing on the test set and saving…"
+    elif record.pause_requested and not record.stop_requested:  # a paused run that is stopped says so
+        where = f"epoch {progress['epoch']} of {record.config.epochs}"
+        if not progress.get("paused"):
+            return min(1.0, progress["progress"]), f"Pausing at the next step… {where}"
+        passing = " · queued runs are training meanwhile" if record.queue_may_pass else ""
+        return min(1.0, progress["progress"]), f"Paused in {where}: Resume goes on from the same step{passing}"
+    # The first seconds run slower than the rest (tracing, warm caches): a time left from them overstates.
+    settled = progress.get("elapsed", 0) >= SETTLED_SECONDS
+    left = f"{duration(progress.get('remaining'))} left" if settled else "time left: estimating…"
+    return min(1.0, progress["progress"]), (
+        f"{status} epoch {progress['epoch']} of {record.config.epochs} · "
+        f"{progress.get('images_per_second', 0):,.0f} images per second · {left}")

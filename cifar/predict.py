@@ -55,3 +55,21 @@ def cell_images(labels: np.ndarray, predicted: np.ndarray, true_index: int, pred
     if confidence is None:
         return matching
     return matching[np.argsort(-np.asarray(confidence)[matching], kind="stable")]
+
+
+def surest_in_cell(labels: np.ndarray, probabilities: np.ndarray, true_index: int, predicted_index: int) -> np.ndarray:
+    """One cell's test images from every test image's probabilities, the ones the network was surest of first."""
+    probabilities = np.asarray(probabilities)
+    return cell_images(labels, probabilities.argmax(axis=1), true_index, predicted_index,
+                       confidence=probabilities.max(axis=1))
+
+
+def first_of_each_class(labels: np.ndarray, class_count: int, limit: Optional[int] = None) -> list[tuple[int, int]]:
+    """(class, test-image index) of the first test image of each class that has one; with a limit and
+    more classes than that, of `limit` classes spread evenly over them all."""
+    labels = np.asarray(labels)
+    classes = range(class_count)
+    if limit is not None and class_count > limit:
+        classes = sorted({int(round(c)) for c in np.linspace(0, class_count - 1, limit)})
+    firsts = [(label, np.flatnonzero(labels == label)) for label in classes]
+    return [(int(label), int(found[0])) for label, found in firsts if len(found)]

@@ -102,6 +102,15 @@ def take_snapshot(model: "keras.Model", watched: Optional[np.ndarray], epoch: in
             "seconds": time.perf_counter() - started}
 
 
+def watch_answer(probabilities: Sequence[float], class_names: Sequence[str], item: Item) -> tuple[str, float, Optional[str]]:
+    """What the network calls one watched picture, how sure it is (0 to 1), and its true class (None
+    for a user's picture, whose class nobody knows)."""
+    values = np.asarray(probabilities, dtype=float)
+    best = int(values.argmax())
+    truth = class_names[item["label"]] if "label" in item else None
+    return class_names[best], float(np.clip(values[best], 0, 1)), truth
+
+
 def predictions_story(probabilities: Sequence[Sequence[float]], class_names: Sequence[str],
                       epochs: Optional[Sequence[int]] = None) -> str:
     """What one watched picture was called over the epochs, in words: "frog at epochs 0-2, cat

@@ -106,3 +106,54 @@ def test_the_validation_curve_is_named_by_what_it_was_computed_on_and_a_pause_is
     assert label in [trace.name for trace in accuracy.data]
     [line] = accuracy.layout.shapes
     assert line.x0 == line.x1 == 0.5 and line.line.dash == "dash"
+
+
+def hundred_names() -> list[str]:
+    return [f"class_{i:03d}" for i in range(100)]
+
+
+def test_with_100_classes_the_probabilities_show_the_top_five_and_the_true_class_and_sum_up_the_rest():
+    names = hundred_names()
+    probabilities = np.random.default_rng(5).dirichlet(np.full(100, 0.3))
+    order = list(np.argsort(-probabilities))
+    truth = names[order[40]]  # far from the top
+    figure = charts.class_probabilities(probabilities, names, true_class=truth)
+    bars = figure.data[0]
+    assert list(bars.y) == [names[i] for i in order[:5]] + [f"{truth} (true class)"]
+    assert list(bars.x) == pytest.approx([probabilities[i] for i in order[:5]] + [probabilities[order[40]]])
+    assert bars.marker.color[0] == charts.WRONG_COLOUR and bars.marker.line.width[-1] > 0
+    [rest] = figure.layout.annotations
+    shown = probabilities[order[:5]].sum() + probabilities[order[40]]
+    assert rest.text == f"The other 94 classes: {1 - shown:.0%} together"
+    assert figure.layout.height < 400  # six bars, not a hundred
+    right = charts.class_probabilities(probabilities, names, true_class=names[order[0]]).data[0]
+    assert len(right.y) == 5 and right.marker.color[0] == charts.RIGHT_COLOUR
+    upload = charts.class_probabilities(probabilities, names)  # a user's picture: no truth to add
+    assert len(upload.data[0].y) == 5 and upload.layout.annotations[0].text.startswith("The other 95 classes")
+
+
+@pytest.mark.parametrize("count", [2, 3, 10])
+def test_with_a_few_classes_every_class_gets_a_bar_and_every_pair_a_cell(count):
+    names = [f"c{i}" for i in range(count)]
+    probabilities = np.arange(1, count + 1) / np.arange(1, count + 1).sum()
+    bars = charts.class_probabilities(probabilities, names, true_class="c0")
+    assert len(bars.data[0].y) == count and not bars.layout.annotations
+    matrix = np.diag(np.full(count, 9)) + 1
+    cells = charts.confusion_matrix(matrix.tolist(), names).data[0]
+    assert len(cells.customdata) == count * count and list(cells.text) == [str(v) for v in matrix.ravel()]
+    assert len(charts.per_class_accuracy({name: 0.5 for name in names}).data[0].y) == count
+
+
+def test_the_heatmap_of_100_classes_blanks_the_right_answers_and_names_each_cell_in_its_hover():
+    names = hundred_names()
+    rng = np.random.default_rng(11)
+    matrix = rng.integers(0, 5, size=(100, 100)) + np.diag(np.full(100, 30))
+    figure = charts.confusion_heatmap(matrix.tolist(), names)
+    heat = figure.data[0]
+    z = np.array(heat.z, dtype=float)
+    assert z.shape == (100, 100) and np.isnan(np.diag(z)).all()
+    shares = matrix / matrix.sum(axis=1, keepdims=True)
+    off = ~np.eye(100, dtype=bool)
+    assert np.allclose(z[off], shares[off])
+    assert heat.text[12][34].startswith(f"true class_012, predicted class_034<br>{matrix[12, 34]} images")
+    assert heat.zmin == 0 and heat.zmax == pytest.approx(max(0.05, shares[off].max()))  # a few stray mistakes stay pale

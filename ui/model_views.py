@@ -13,9 +13,9 @@ from PIL import Image
 
 from cifar import charts
 from cifar.images import ImageError, load_image, to_network_input
-from cifar.data import CIFAR10_CLASSES
-from cifar.inference import TEST_PROBABILITIES_FILE, PageModel
-from cifar.live import pause_positions
+from cifar.inference import PageModel, test_set_probabilities
+from cifar.live import duration, pause_positions
+from cifar.results import TOP_CLASSES, first_cell, many_classes, per_class_table, top_confusions
 from cifar.store import SavedRun
 from ui.watch_views import add_to_watch_list, upload_watch_button
 
@@ -30,13 +30,6 @@ PICTURE_UPLOAD_MB = 25
 def with_article(noun: str) -> str:
     """ "an airplane", "a cat": the article a class name takes."""
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
-
-
-def duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "estimating…"
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 # Beside the live curves and a saved run's.
@@ -82,6 +75,17 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
     st.caption(CURVE_WORDS)
     curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
                                      validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
+    class_names = metrics["class_names"]
+    start_at_the_worst_mistake(metrics["confusion_matrix"], class_names)
+    if many_classes(class_names):
+        many_classes_ui(metrics["confusion_matrix"], class_names)
+    else:
+        few_classes_ui(run, metrics, class_names)
+    cell_ui(metrics["confusion_matrix"], class_names, test_split, run, model)
+
+
+def few_classes_ui(run: SavedRun, metrics: dict, class_names: list[str]) -> None:
+    """Every cell of the matrix, clickable, beside a bar per class."""
     matrix, per_class = st.columns([3, 2])
     with matrix:
         st.subheader("Confusion matrix")
@@ -89,7 +93,6 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
                    "and a dark cell off the diagonal is a mistake it makes often. Click a cell (or pick it below) to "
                    "see those pictures: the mistakes a network makes often look like the class it chose.")
         chart_key = f"confusion_{run.run_id}"
-        class_names = metrics["class_names"]
         follow_the_click(chart_key, class_names)
         st.plotly_chart(charts.confusion_matrix(metrics["confusion_matrix"], class_names), key=chart_key,
                         width="stretch", theme=None, config=NO_TOOLBAR, on_select="rerun", selection_mode="points")
@@ -97,7 +100,53 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
         st.subheader("Accuracy per class")
         st.plotly_chart(charts.per_class_accuracy(metrics["per_class_accuracy"]), key=f"per_class_{run.run_id}",
                         width="stretch", theme=None, config=NO_TOOLBAR)
-    cell_ui(metrics["confusion_matrix"], class_names, test_split, run, model)
+
+
+def many_classes_ui(confusion: list[list[int]], class_names: list[str]) -> None:
+    """Too many classes for a cell or a bar each: the most common mistakes as a list, each opening its
+    pictures, beside a table of the classes worst first; the whole matrix only on request."""
+    mistakes, per_class = st.columns(2)
+    with mistakes:
+        st.subheader("Most common mistakes")
+        st.caption(f"Of all {len(class_names)} × {len(class_names)} pairs of true and predicted class, the ones with "
+                   "the most test images the network got wrong. Press one (or pick any pair below) to see those "
+                   "pictures: the mistakes a network makes often look like the class it chose.")
+        top = top_confusions(confusion, class_names)
+        # A list to read down, not a column of centred buttons: left-aligned, and compact.
+        st.html("<style>.st-key-top_confusions button{justify-content:flex-start;min-height:2.25rem;padding:0.2rem 0.75rem}"
+                ".st-key-top_confusions button>div{justify-content:flex-start;width:100%}"
+                ".st-key-top_confusions button p{text-align:left}</style>")
+        if not top:
+            st.info("No mistakes at all on the test set.")
+        chosen = tuple(st.session_state.get(key) for key in CELL_KEYS)
+        with st.container(gap="small", key="top_confusions"):
+            for rank, confusion_cell in enumerate(top, start=1):
+                selected = chosen == (confusion_cell.true_class, confusion_cell.predicted_class)
+                st.button(f"{rank}. {confusion_cell.in_words()}", key=f"confusion_{rank}", width="stretch",
+                          type="primary" if selected else "secondary", on_click=open_cell,
+                          args=(confusion_cell.true_class, confusion_cell.predicted_class))
+    with per_class:
+        st.subheader("Accuracy per class, worst first")
+        rows = per_class_table(confusion, class_names)
+        st.dataframe({"class": [row.name for row in rows], "accuracy": [row.accuracy for row in rows],
+                      "test images": [row.images for row in rows],
+                      "most often called": [row.mistaken_for or "" for row in rows]},
+                     key="per_class_table", hide_index=True, height=470, width="stretch",
+                     column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent", width=90,
+                                                                                min_value=0.0, max_value=1.0),
+                                    "test images": st.column_config.NumberColumn("images", width=60,
+                                                                                 help="Test images of this class")})
+    with st.expander(f"The whole confusion matrix ({len(class_names)} × {len(class_names)})"):
+        st.caption("Each row is a true class and each column a predicted one, in the classes' order; the redder a "
+                   "cell, the larger the share of its true class the network gave that wrong name. The right answers "
+                   "(the diagonal) are left blank. Hover over a cell to read it.")
+        st.plotly_chart(charts.confusion_heatmap(confusion, class_names), key="confusion_heatmap", width="stretch",
+                        theme=None, config=NO_TOOLBAR)
+
+
+def open_cell(truth: str, said: str) -> None:
+    """A listed mistake's callback: the two class boxes, drawn after it, show that cell."""
+    st.session_state.cell_true, st.session_state.cell_predicted = truth, said
 
 
 CELL_KEYS = ("cell_true", "cell_predicted")
@@ -115,23 +164,19 @@ def follow_the_click(chart_key: str, class_names: list[str]) -> None:
     st.session_state.cell_clicked = clicked
 
 
-def first_cell(confusion: list[list[int]]) -> tuple[int, int]:
-    """The most common mistake; for a network that makes none, its first class's right answers."""
-    counts = np.array(confusion)
-    np.fill_diagonal(counts, -1)
-    if counts.max() <= 0:
-        return 0, 0
-    return tuple(int(i) for i in np.unravel_index(counts.argmax(), counts.shape))
+def start_at_the_worst_mistake(confusion: list[list[int]], class_names: list[str]) -> None:
+    """A first look (or a run of other classes) opens the most common mistake in the two class boxes."""
+    if not all(key in st.session_state and st.session_state[key] in class_names for key in CELL_KEYS):
+        for key, index in zip(CELL_KEYS, first_cell(confusion, class_names)):
+            st.session_state[key] = class_names[index]
 
 
 def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: TestSplit, run: SavedRun,
             model: Optional[PageModel]) -> None:
     """The test images of one cell of the matrix, chosen by a click on it or by the two boxes."""
-    from cifar.predict import cell_images
+    from cifar.predict import surest_in_cell
 
-    if not all(key in st.session_state and st.session_state[key] in class_names for key in CELL_KEYS):
-        for key, index in zip(CELL_KEYS, first_cell(confusion)):  # a first look starts at the worst mistake
-            st.session_state[key] = class_names[index]
+    start_at_the_worst_mistake(confusion, class_names)
     with st.container(horizontal=True, gap="small"):
         truth = st.selectbox("True class", class_names, key="cell_true", width=220)
         said = st.selectbox("Predicted class", class_names, key="cell_predicted", width=220)
@@ -139,13 +184,12 @@ def cell_ui(confusion: list[list[int]], class_names: list[str], test_split: Test
         st.info("This run's model is not ready on this page, so its test images cannot be shown yet.")
         return
     x_test, y_test, test_class_names = test_split()  # a DataError here is shown by the tab's shown_as_error
-    probabilities = test_set_probabilities(run, model, x_test)
+    probabilities = test_set_probabilities(run.folder, model, x_test)
     if len(probabilities) != len(y_test) or list(test_class_names) != list(class_names):
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
     true_index, predicted_index = class_names.index(truth), class_names.index(said)
-    predicted = probabilities.argmax(axis=1)
-    indices = cell_images(y_test, predicted, true_index, predicted_index, confidence=probabilities.max(axis=1))
+    indices = surest_in_cell(y_test, probabilities, true_index, predicted_index)
     shown = indices[:GALLERY_SIZE]
     surest = f"; showing the {len(shown)} it was surest of" if len(indices) > len(shown) else ""
     st.markdown(f"**True {truth}, predicted {said}: {len(indices):,} test images{surest}**")
@@ -176,14 +220,6 @@ def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
     return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
 
 
-def test_set_probabilities(run: SavedRun, model: PageModel, x_test: np.ndarray) -> np.ndarray:
-    """Every test image's probabilities: as the worker saved them, else computed now."""
-    saved = run.folder / TEST_PROBABILITIES_FILE
-    if saved.is_file():
-        return np.load(saved).astype(np.float32)
-    return model.probabilities(x_test)
-
-
 ALL_CLASSES = "All classes"
 TILE_WIDTH = 104  # px: three tiles side by side on a 390 px phone, eight or more on a projector
 
@@ -192,8 +228,9 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
     from cifar.predict import pick_test_images
 
     x_test, y_test, class_names = test_split()  # a DataError here is shown by the tab's shown_as_error
-    probabilities = test_set_probabilities(run, model, x_test)
-    if len(probabilities) != len(y_test):
+    probabilities = test_set_probabilities(run.folder, model, x_test)
+    # CIFAR-10 and CIFAR-100 both have 10,000 test images: the classes tell them apart.
+    if len(probabilities) != len(y_test) or list(run.metrics.get("class_names", class_names)) != list(class_names):
         st.error("This run was tested on a different dataset from the one loaded now.")
         return
     predicted = probabilities.argmax(axis=1)
@@ -297,10 +334,19 @@ def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
 def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> None:
     files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="upload", max_upload_size=PICTURE_UPLOAD_MB)
-    names = ", ".join(class_names or CIFAR10_CLASSES)
-    st.caption(f"The network knows only these classes: {names}. Anything else still gets one of these names. It sees "
-               "the centre square of your picture at 32×32 pixels, and it learned from small photos of one object "
-               "in the middle, so a photo like that works best.")
+    how_it_sees = ("It sees the centre square of your picture at 32×32 pixels, and it learned from small photos of "
+                   "one object in the middle, so a photo like that works best.")
+    if class_names is None:
+        st.caption(f"The network knows only the classes it trained on: anything else still gets one of their names. "
+                   f"{how_it_sees}")
+    elif many_classes(class_names):
+        st.caption(f"The network knows only the {len(class_names)} classes it trained on (listed below): anything else "
+                   f"still gets one of their names, and it shows its {TOP_CLASSES} likeliest. {how_it_sees}")
+        with st.expander(f"The {len(class_names)} classes it knows"):
+            st.caption(", ".join(class_names))
+    else:
+        st.caption(f"The network knows only these classes: {', '.join(class_names)}. Anything else still gets one of "
+                   f"these names. {how_it_sees}")
     if model is None:
         st.info("Train a model or open a saved run to classify your pictures; you can already see what the network would see.")
     for file in files or []:

@@ -11,7 +11,8 @@ import numpy as np
 import streamlit as st
 
 from cifar.inside import conv_filters
-from cifar.snapshots import WATCH_LIMIT, default_watch_list, item_pixels, predictions_story, upload_item
+from cifar.snapshots import (WATCH_LIMIT, default_watch_list, item_pixels, predictions_story, upload_item,
+                             watch_answer)
 
 WATCH_TILE = 80  # px: eight tiles in a row on a projector, four on a phone
 WATCH_WORDS = ("**The watch-list**: the same pictures, asked again after every epoch. Under each, what the network "
@@ -90,15 +91,15 @@ def tile_ui(item: Item, probabilities: np.ndarray, class_names: list[str], x_tes
     green when right, red when wrong, blue for a user's picture (whose class nobody knows)."""
     from ui.model_views import pixels_large  # ui.model_views draws this module's Watch buttons
 
-    best = int(probabilities.argmax())
-    said, sure = class_names[best], float(np.clip(probabilities[best], 0, 1))
-    truth = class_names[item["label"]] if "label" in item else None
+    said, sure, truth = watch_answer(probabilities, class_names, item)
     colour = COLOURS["blue" if truth is None else "green" if said == truth else "red"]
     below = escape(f"is: {truth}" if truth else f"yours: {item['name'][:14]}")
     said = escape(said)
     st.image(pixels_large(item_pixels(item, x_test), WATCH_TILE), width=WATCH_TILE)
     # One element for the words and the bar: a class watching gets fewer, smaller messages.
-    st.markdown(f'<div style="font-size:0.85rem;line-height:1.3"><span style="color:{colour};font-weight:700">{said}'
+    # A long class name (aquarium_fish) breaks inside its tile rather than running into the next one.
+    st.markdown(f'<div style="font-size:0.85rem;line-height:1.3;overflow-wrap:anywhere">'
+                f'<span style="color:{colour};font-weight:700">{said}'
                 f'</span> {sure:.0%}<div style="background:#e6e6e6;height:6px;border-radius:3px;margin:2px 0 3px">'
                 f'<div style="width:{sure:.0%};height:6px;border-radius:3px;background:{colour}"></div></div>'
                 f'<span style="color:#666">{below}</span></div>', unsafe_allow_html=True)
