@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 KNOWN_CLASS_COUNTS = {10: "CIFAR-10", 100: "CIFAR-100"}
 IMPORT_SECONDS = 300  # loading TensorFlow, the model and the data, testing 10,000 images, exporting: well under a minute
 STATUS_FILE = "status.json"
+KEPT_IMPORTS = 50  # finished imports remembered, for their pages to read the outcome
 ROOT = Path(__file__).resolve().parent.parent
 Progress = Callable[[dict[str, Any]], None]
 
@@ -155,6 +156,7 @@ class ModelImport:
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.deadline = time.monotonic() + seconds
         self._ended: Optional[ImportState] = None
+        self._lock = threading.Lock()  # a page's script and its polling part may ask at once
 
     def _status(self) -> dict[str, Any]:
         try:
@@ -163,8 +165,10 @@ class ModelImport:
             return {}
 
     def state(self) -> ImportState:
-        if self._ended is not None:
-            return self._ended
+        with self._lock:
+            return self._ended or self._check()
+
+    def _check(self) -> ImportState:
         status = self._status()
         code = self.process.poll()
         if code is None and time.monotonic() < self.deadline:
@@ -205,6 +209,8 @@ class ModelImports:
                 raise ImportBusy("Another model is being opened on this server right now: try again in a moment.")
             import_id = uuid.uuid4().hex
             self._imports[import_id] = ModelImport(content, file_name, self.runs_dir, self.data)
+            for old_id in list(self._imports)[:-KEPT_IMPORTS]:  # ended long ago: their pages have read them
+                del self._imports[old_id]
             return import_id
 
     def state(self, import_id: str) -> Optional[ImportState]:

@@ -29,7 +29,7 @@ from cifar.store import METRICS_FILE, MODEL_FILE, new_run_id, valid_run_id
 
 STORE_FILE = "runs.sqlite3"
 QUEUE_LIMIT = 20  # queued runs at most: a class of 30 cannot bury the teacher's next run
-RUNS_KEPT = 50  # ended runs kept in the folder; older ones not pinned are pruned (16.9 MB each)
+RUNS_KEPT = 50  # ended runs kept in the folder; older ones not pinned are pruned (about 68 MB each with their downloads)
 CURVE_POINTS = 1000  # curve points stored per run at most, whatever its length
 ENDED = ("finished", "stopped", "diverged", "failed", "cancelled", "interrupted")
 SAVED = ("finished", "stopped", "diverged")  # ended with a model

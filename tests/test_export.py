@@ -209,3 +209,29 @@ def test_a_file_that_is_no_cifar_classifier_is_refused_in_words_and_adds_no_run(
     assert words in str(refusal.value) and "upload.keras" in str(refusal.value)
     assert "\n" not in str(refusal.value)
     assert not list_runs(tmp_path / "runs")
+
+
+def test_the_servers_import_refuses_a_non_model_at_once_goes_one_at_a_time_and_gives_up_after_its_time(
+        tmp_path, test_data):
+    import time
+
+    from cifar.opening import ImportBusy, ModelImport, ModelImports
+
+    with pytest.raises(ModelFileError, match="not a readable Keras model file"):
+        ModelImports(tmp_path / "runs").start(b"not a zip", "x.keras")  # said without starting a process
+    model_file = keras_file(tmp_path, "m.keras", small_classifier())
+    imports = ModelImports(tmp_path / "runs", test_data)
+    first = imports.start(model_file.read_bytes(), "m.keras")
+    with pytest.raises(ImportBusy):
+        imports.start(model_file.read_bytes(), "again.keras")
+    slow = ModelImport(model_file.read_bytes(), "slow.keras", tmp_path / "other-runs", seconds=0.5)
+    time.sleep(1.0)
+    state = slow.state()
+    assert state.failed and state.message.startswith("Opening slow.keras took longer than")
+    assert slow.process.returncode is not None and not slow.folder.exists()
+    deadline = time.monotonic() + 240
+    while not imports.state(first).done and time.monotonic() < deadline:
+        time.sleep(0.5)
+    opened = imports.state(first)
+    assert opened.run_id is not None, opened.message
+    assert open_run(tmp_path / "runs", opened.run_id).uploaded_as == "m.keras"

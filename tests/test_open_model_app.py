@@ -36,6 +36,8 @@ def test_an_uploaded_keras_classifier_opens_as_a_saved_run_with_every_view_and_i
     assert not at.exception and not at.error and opened(at)
     text = page_text(at)
     assert "from a friend.keras opened as a saved run" in text and "Uploaded from a friend.keras" in text
+    assert "trained elsewhere and uploaded, so it has no learning curves" in text
+    assert [metric.label for metric in at.metric] == ["Test accuracy", "Test loss"]  # no training speed or time
     (run,) = list_runs(runs_dir)
     assert run.uploaded_as == "from a friend.keras" and at.query_params["run"] in (run.run_id, [run.run_id])
     assert len([button for button in at.button if button.key and button.key.startswith("inspect_")]) == 24  # the gallery
