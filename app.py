@@ -564,7 +564,7 @@ def downloads_ui(run: SavedRun) -> None:
     notes = []
     for column, name in zip(st.columns(len(FORMATS)), FORMATS):
         state = download_state(run.folder, name)
-        label = f"{FORMAT_NAMES[name]} ({FORMATS[name]})"
+        label = f"Download {'for' if name == 'litert' else 'as'} {FORMAT_NAMES[name]} ({FORMATS[name]})"
         if state.path is None:
             label += ": not ready" if state.pending else ": could not be made"
             notes.append(f"{FORMAT_NAMES[name]}: {state.failure}" if state.failure else "")
@@ -605,8 +605,10 @@ def model_upload_ui(live: LiveParts) -> None:
             st.session_state.model_upload_opened = state.run_id
             show_run(state.run_id)
             st.rerun()
+    if upload is None and st.session_state.get("model_upload_message", ("",))[0] == "error":
+        del st.session_state.model_upload_message  # it stays while the file that caused it does
     if message := st.session_state.get("model_upload_message"):
-        if message[0] == "error":  # stays while the file that caused it does
+        if message[0] == "error":
             st.error(message[1])
         elif st.session_state.get("run_id") == st.session_state.get("model_upload_opened"):  # while that run is on screen
             st.success(message[1])

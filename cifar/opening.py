@@ -149,10 +149,11 @@ class ModelImport:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
         self.status_file = self.folder / STATUS_FILE
-        command = [sys.executable, "-m", "cifar", "import", "--model", str(model_file), "--runs-dir", str(runs_dir),
-                   "--name", file_name, "--status", str(self.status_file)]
+        # --name=...: a file named "-x.keras" is still a value, not an option
+        command = [sys.executable, "-m", "cifar", "import", f"--model={model_file}", f"--runs-dir={runs_dir}",
+                   f"--name={file_name}", f"--status={self.status_file}"]
         if data:
-            command += ["--data", data]
+            command.append(f"--data={data}")
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.deadline = time.monotonic() + seconds
         self._ended: Optional[ImportState] = None

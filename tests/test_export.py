@@ -235,3 +235,14 @@ def test_the_servers_import_refuses_a_non_model_at_once_goes_one_at_a_time_and_g
     opened = imports.state(first)
     assert opened.run_id is not None, opened.message
     assert open_run(tmp_path / "runs", opened.run_id).uploaded_as == "m.keras"
+
+
+def test_a_download_that_could_not_be_made_says_why_and_is_not_tried_again(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"")
+    assert needs_downloads(tmp_path) and download_state(tmp_path, "onnx").pending
+    (tmp_path / "classifier.onnx.failed").write_text("ONNX export failed: ValueError: an op tf2onnx does not know")
+    (tmp_path / "classifier.tflite").write_bytes(b"a LiteRT file")
+    state = download_state(tmp_path, "onnx")
+    assert state.path is None and not state.pending and "an op tf2onnx does not know" in state.failure
+    assert download_state(tmp_path, "litert").path == tmp_path / "classifier.tflite"
+    assert not needs_downloads(tmp_path)

@@ -47,8 +47,12 @@ def test_an_uploaded_keras_classifier_opens_as_a_saved_run_with_every_view_and_i
     assert "What the network sees: 32×32 pixels" in captions
     labels = downloads(at)
     assert labels["Download its model (.keras)"]
+    assert set(labels) - {"Download its model (.keras)"} <= {  # each of the others ready, or saying it is not
+        "Download for LiteRT (.tflite)", "Download for LiteRT (.tflite): not ready",
+        "Download as ONNX (.onnx)", "Download as ONNX (.onnx): not ready"}, labels
     # The idle worker makes the LiteRT and ONNX files; until then their buttons say so and cannot be pressed.
-    wait_for(at, lambda at: downloads(at).get("LiteRT (.tflite)") and downloads(at).get("ONNX (.onnx)"), timeout=240)
+    wait_for(at, lambda at: downloads(at).get("Download for LiteRT (.tflite)")
+                          and downloads(at).get("Download as ONNX (.onnx)"), timeout=240)
     assert (run.folder / "classifier.tflite").is_file() and (run.folder / "classifier.onnx").is_file()
 
 
