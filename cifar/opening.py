@@ -90,7 +90,7 @@ def add_model_run(model_file: str | Path, runs_dir: str | Path, data: Optional[s
     progress({"stage": f"Testing it on {len(x_test):,} test images…"})
     test = evaluate(model, x_test, y_test, list(class_names))
     run_id = new_run_id()
-    staging = runs_dir / f".import-{run_id}"  # not a run id: no list shows it until it is whole
+    staging = runs_dir / f".import-{run_id}"  # not a run id: no list shows it until it is whole (ModelImports cleans up)
     progress({"stage": "Preparing it for the pages…", "staging": str(staging)})
     staging.mkdir(parents=True)
     try:
@@ -201,6 +201,15 @@ class ModelImports:
         self.runs_dir, self.data = Path(runs_dir), data
         self._imports: dict[str, ModelImport] = {}
         self._lock = threading.Lock()
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> list[Path]:
+        """Half-made runs of imports that died with an earlier server (none can still be working on them)."""
+        old = [folder for folder in self.runs_dir.glob(".import-*")
+               if folder.is_dir() and time.time() - folder.stat().st_mtime > IMPORT_SECONDS]
+        for folder in old:
+            shutil.rmtree(folder, ignore_errors=True)
+        return old
 
     def start(self, content: bytes, file_name: str) -> str:
         """Start opening an upload; returns its id. ModelFileError for a file that is plainly no

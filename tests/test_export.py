@@ -246,3 +246,14 @@ def test_a_download_that_could_not_be_made_says_why_and_is_not_tried_again(tmp_p
     assert state.path is None and not state.pending and "an op tf2onnx does not know" in state.failure
     assert download_state(tmp_path, "litert").path == tmp_path / "classifier.tflite"
     assert not needs_downloads(tmp_path)
+
+
+def test_a_half_made_import_left_by_a_dead_server_is_removed_when_the_next_one_starts(tmp_path):
+    from cifar.opening import IMPORT_SECONDS, ModelImports
+
+    left, working = tmp_path / ".import-20260101-000000-abcdef", tmp_path / ".import-20260101-000001-abcdef"
+    for folder in (left, working):
+        folder.mkdir()
+        (folder / "model.keras").write_bytes(b"half")
+    os.utime(left, (0, os.path.getmtime(left) - IMPORT_SECONDS - 1))
+    assert ModelImports(tmp_path).remove_leftovers() == [] and not left.exists() and working.exists()
