@@ -71,14 +71,17 @@ def needs_downloads(folder: str | Path) -> bool:
     return (folder / MODEL_FILE).is_file() and any(download_state(folder, name).pending for name in FORMATS)
 
 
-def write_downloads(model: "keras.Model", folder: str | Path) -> dict[str, float]:
-    """Export the run's model in every format not yet written; a failure is kept as a note beside
-    the file, so the page can say why and the worker does not try again. Returns seconds per format made."""
+def write_downloads(model: "keras.Model", folder: str | Path, most: Optional[int] = None) -> dict[str, float]:
+    """Export the run's model in every format not yet written (at most `most` of them); a failure is
+    kept as a note beside the file, so the page can say why and the worker does not try again.
+    Returns seconds per format made."""
     folder = Path(folder)
-    seconds = {}
+    seconds: dict[str, float] = {}
     for name, file_name in DOWNLOAD_FILES.items():
         if not download_state(folder, name).pending:
             continue
+        if most is not None and len(seconds) >= most:
+            break
         started = time.perf_counter()
         try:
             export_model(model, folder / file_name, name)

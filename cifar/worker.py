@@ -198,9 +198,9 @@ class Worker:
 
     def _prepare_saved_runs_for_pages(self) -> None:
         """Write the pages' inference files for saved runs that lack them (runs trained by the CLI, or
-        before pages predicted without TensorFlow), then the download files (LiteRT, ONNX), one run per
-        idle moment. Made here, between runs, not as a run ends: the next queued run need not wait
-        for files few will download, and this process already holds TensorFlow."""
+        before pages predicted without TensorFlow), one run per idle moment, then the download files
+        (LiteRT, ONNX), one file per idle moment. Made here, between runs, not as a run ends: the next
+        queued run need not wait for files few will download, and this process already holds TensorFlow."""
         from cifar.export import DOWNLOAD_FILES, FAILED_ENDING, needs_downloads, write_downloads
         from cifar.inference import FAILED_MARK, needs_page_files, save_page_files
         from cifar.store import load_model
@@ -218,7 +218,8 @@ class Worker:
         for folder in folders:
             if needs_downloads(folder):
                 try:
-                    made = write_downloads(load_model(folder)[0], folder)
+                    # One file a time: a run queued meanwhile waits for one export only.
+                    made = write_downloads(load_model(folder)[0], folder, most=1)
                     log.info("download files for %s: %s", folder.name, made)
                 except Exception as error:  # as above; its .keras download still works
                     log.warning("could not make the download files of %s: %s", folder.name, error)
