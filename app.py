@@ -23,10 +23,12 @@ import streamlit as st
 
 from cifar.config import DATA_SOURCE_NAMES, LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
 from cifar.data import DataError
+from cifar.export import FORMAT_NAMES, FORMATS, download_state
 from cifar.folders import datasets_dir, read_image_set, save_image_set, split_image_set
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun, training_status
+from cifar.opening import ImportBusy, ModelImports
 from cifar.predict import first_of_each_class
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
 from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
@@ -95,6 +97,12 @@ def trainer() -> LocalTrainer:
         os.environ["CIFAR100_DATA"] = cifar100  # read by cifar.data here and in the workers this server starts
     return LocalTrainer(RUNS_DIR, data_location(), workers=number_setting("WORKERS", 1),
                         runs_kept=number_setting("RUNS_KEPT", RUNS_KEPT))
+
+
+@st.cache_resource
+def model_imports() -> ModelImports:
+    """The uploaded models being opened on this server: one at a time, each in a process of its own."""
+    return ModelImports(RUNS_DIR, data_location())
 
 
 @st.cache_resource
@@ -560,6 +568,7 @@ def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -
         st.rerun()
     download.download_button("Download its model (.keras)", data=run.model_path.read_bytes, key="download_model",
                              file_name=f"cifar-convnet-{chosen}.keras", mime="application/octet-stream", width="stretch")
+    downloads_ui(run)
     st.caption(f"{'This is the run on screen. ' if chosen == current else ''}{run.settings_text}.")
     pin, delete = st.columns(2)
     is_pinned = chosen in pinned
@@ -579,6 +588,69 @@ def saved_runs_ui(service: LocalTrainer, current: Optional[str], who: Visitor) -
                 st.query_params.pop("run", None)
             st.rerun()
     st.caption(f"The newest {service.runs_kept} runs are kept, and pinned ones; older runs are deleted.")
+
+
+def downloads_ui(run: SavedRun) -> None:
+    """The run's model for other runtimes, when the worker has made it, and otherwise why not."""
+    notes = []
+    for column, name in zip(st.columns(len(FORMATS)), FORMATS):
+        state = download_state(run.folder, name)
+        label = f"Download {'for' if name == 'litert' else 'as'} {FORMAT_NAMES[name]} ({FORMATS[name]})"
+        if state.path is None:
+            label += ": not ready" if state.pending else ": could not be made"
+            notes.append(f"{FORMAT_NAMES[name]}: {state.failure}" if state.failure else "")
+        column.download_button(label, data=state.path.read_bytes if state.path else b"", key=f"download_{name}",
+                               file_name=f"cifar-convnet-{run.run_id}{FORMATS[name]}", disabled=state.path is None,
+                               mime="application/octet-stream", width="stretch")
+    words = ("LiteRT runs on phones and small devices, ONNX in onnxruntime and many other runtimes; both take "
+             "32×32 pixels as the .keras model does and give the class probabilities.")
+    if "" in notes:
+        words += (" The training worker makes these files when no run is training or waiting, so they are not "
+                  "ready yet; open this tab again later.")
+    st.caption(" ".join([words, *filter(None, notes)]))
+
+
+def model_upload_ui(live: LiveParts) -> None:
+    """Open a model someone brings: tested in a process of its own, it becomes a saved run."""
+    st.markdown("**Open a model**")
+    upload = st.file_uploader("A Keras classifier of 32×32 colour pictures (.keras)", type=["keras"],
+                              key="model_upload", help="Loaded with Keras's safe mode, tested on the test set and "
+                              "kept as a saved run marked as uploaded: its results, test images and your pictures.")
+    if upload is not None and st.session_state.get("model_upload_seen") != upload.file_id:
+        st.session_state.model_upload_seen = upload.file_id  # a rerun with the same file does not open it again
+        st.session_state.pop("model_upload_message", None)
+        try:
+            st.session_state.model_import = model_imports().start(upload.getvalue(), upload.name)
+        except (ModelFileError, ImportBusy) as error:
+            st.session_state.model_upload_message = ("error", str(error))
+    if "model_import" in st.session_state:
+        state = model_imports().state(st.session_state.model_import)
+        if state is not None and not state.done:
+            live.add(PREPARING_SECONDS, model_import_ui, st.session_state.model_import)
+            return
+        del st.session_state.model_import
+        if state is not None and state.failed:
+            st.session_state.model_upload_message = ("error", state.message)
+        elif state is not None:
+            st.session_state.model_upload_message = ("success", f"{state.message} Its results are on screen.")
+            st.session_state.model_upload_opened = state.run_id
+            show_run(state.run_id)
+            st.rerun()
+    if upload is None and st.session_state.get("model_upload_message", ("",))[0] == "error":
+        del st.session_state.model_upload_message  # it stays while the file that caused it does
+    if message := st.session_state.get("model_upload_message"):
+        if message[0] == "error":
+            st.error(message[1])
+        elif st.session_state.get("run_id") == st.session_state.get("model_upload_opened"):  # while that run is on screen
+            st.success(message[1])
+
+
+def model_import_ui(import_id: str) -> None:
+    """An upload's progress while its process works; the whole page again once it is done."""
+    state = model_imports().state(import_id)
+    if state is None or state.done:
+        st.rerun(scope="app")
+    st.info(f"Opening the model: {state.message}")
 
 
 def standing_in_ui(tested: SavedRun) -> None:
@@ -704,6 +776,7 @@ def main() -> None:
         uploads_ui(model, class_names)
     with saved, shown_as_error("listing the saved runs"):
         saved_runs_ui(service, run_id, who)
+        model_upload_ui(live)
     with compared, shown_as_error("comparing runs"):
         compare_ui(service.store, board(), RUNS_DIR, live, CURVES_SECONDS, live_run,
                    lambda config: queue_run(service, config, who), service.cancel, shown=compared.open is not False)

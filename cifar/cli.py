@@ -1,4 +1,4 @@
-"""The command line: `python -m cifar train | evaluate | predict`.
+"""The command line: `python -m cifar train | evaluate | predict | export | import`.
 
 Every failure a user can cause (a bad path, no data offline, a bad model file, an unreadable
 image) prints one line and exits non-zero; TensorFlow is imported only by the commands that
@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, TextIO
 
 from cifar.config import PRESET_NAMES, PRESETS, TrainConfig
 from cifar.data import DataError
+from cifar.export import ExportError
 from cifar.folders import datasets_dir, is_image_folders, read_image_set, save_image_set
 from cifar.images import ImageError
 from cifar.store import METRICS_FILE, MODEL_FILE, ModelFileError
@@ -56,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("--model", required=True)
     predict.add_argument("images", nargs="+", metavar="IMAGE")
+
+    export = commands.add_parser("export", help="write a saved model for another runtime: LiteRT (.tflite) or ONNX")
+    export.add_argument("--model", required=True, help="a .keras file, or a run's folder")
+    export.add_argument("--format", required=True, choices=["litert", "onnx"])
+    export.add_argument("--out", required=True, help="the file to write")
+
+    add = commands.add_parser("import", help="test a .keras classifier and add it to a runs folder as a saved run")
+    add.add_argument("--model", required=True, help="a .keras file")
+    add.add_argument("--runs-dir", required=True, help="the runs folder (the app's is runs/)")
+    add.add_argument("--data", help="the test set's copy (default: CIFAR10_DATA, then the Keras cache)")
+    add.add_argument("--name", help="the file's name to show (default: its own)")
+    add.add_argument("--status", help="write progress and the outcome to this JSON file (for the app)")
     return parser
 
 
@@ -191,12 +204,47 @@ def predict_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from cifar.export import FORMAT_NAMES, export_model
+    from cifar.store import load_model
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ModelFileError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+    model, _ = load_model(args.model)
+    started = time.perf_counter()
+    export_model(model, out, args.format)
+    print(f"Wrote {out} ({FORMAT_NAMES[args.format]}, {out.stat().st_size / 1e6:.1f} MB) in "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from cifar.opening import add_model_run, write_status
+
+    def progress(status: dict[str, Any]) -> None:
+        write_status(args.status, status)
+        print(status["stage"], file=sys.stderr)
+
+    try:
+        run_id, metrics = add_model_run(args.model, args.runs_dir, args.data, args.name, progress)
+    except Exception as error:  # the app shows the outcome from the status file, whatever it was
+        known = isinstance(error, (DataError, ModelFileError, ImageError, ExportError, ValueError, OSError))
+        write_status(args.status, {"error": str(error) if known else
+                                   f"{args.name or args.model} could not be opened: {type(error).__name__}: {error}"})
+        raise
+    write_status(args.status, {"run_id": run_id})
+    print(f"Added run {run_id} to {args.runs_dir}: test accuracy {metrics['test_accuracy']:.4f}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": train_command, "evaluate": evaluate_command, "predict": predict_command}[args.command]
+    command = {"train": train_command, "evaluate": evaluate_command, "predict": predict_command,
+               "export": export_command, "import": import_command}[args.command]
     try:
         return command(args)
-    except (DataError, ModelFileError, ImageError, ValueError, OSError) as error:
+    except (DataError, ModelFileError, ImageError, ExportError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

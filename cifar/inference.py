@@ -104,6 +104,7 @@ class LiteModel:
         self._interpreter = Interpreter(model_path=str(folder / LITE_FILE))
         self._kernel = np.load(folder / KERNEL_FILE)
         self._input = self._interpreter.get_input_details()[0]["index"]
+        self._input_dtype = self._interpreter.get_input_details()[0]["dtype"]  # uint8 for ours; an uploaded model may take floats
         outputs = self._interpreter.get_output_details()
         # Named by the exporter, not by us: the probabilities are the 2-D output, the activations the 4-D one.
         self._probabilities = next(o["index"] for o in outputs if len(o["shape"]) == 2)
@@ -117,7 +118,7 @@ class LiteModel:
             self._interpreter.resize_tensor_input(self._input, batch.shape)
             self._interpreter.allocate_tensors()
             self._size = len(batch)
-        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.set_tensor(self._input, batch.astype(self._input_dtype, copy=False))
         self._interpreter.invoke()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

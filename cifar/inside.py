@@ -57,8 +57,9 @@ def filters_above_maps(kernel: np.ndarray, activations: np.ndarray, columns: int
     enlarged 21 times (63 px), maps twice (64 px), pairs laid out `columns` to a row."""
     filters = _enlarge(filter_colours(kernel), 21)
     maps = _enlarge(map_brightness(activations, gamma)[..., None].repeat(3, axis=-1), 2)
-    count, map_size = len(maps), maps.shape[1]
-    pairs = np.full((count, filters.shape[1] + 3 + map_size, map_size, 3), 255, np.uint8)
+    # Either may be the wider: an uploaded model's unpadded conv gives 30x30 maps (60 px) under 63 px filters.
+    count, (map_height, map_width) = len(maps), maps.shape[1:3]
+    pairs = np.full((count, filters.shape[1] + 3 + map_height, max(map_width, filters.shape[2]), 3), 255, np.uint8)
     pairs[:, : filters.shape[1], : filters.shape[2]] = filters
-    pairs[:, filters.shape[1] + 3 :] = maps
+    pairs[:, filters.shape[1] + 3 :, :map_width] = maps
     return tile(pairs, columns=columns, gap=8)

@@ -29,7 +29,7 @@ from cifar.store import METRICS_FILE, MODEL_FILE, new_run_id, valid_run_id
 
 STORE_FILE = "runs.sqlite3"
 QUEUE_LIMIT = 20  # queued runs at most: a class of 30 cannot bury the teacher's next run
-RUNS_KEPT = 50  # ended runs kept in the folder; older ones not pinned are pruned (16.9 MB each)
+RUNS_KEPT = 50  # ended runs kept in the folder; older ones not pinned are pruned (about 68 MB each with their downloads)
 CURVE_POINTS = 1000  # curve points stored per run at most, whatever its length
 ENDED = ("finished", "stopped", "diverged", "failed", "cancelled", "interrupted")
 SAVED = ("finished", "stopped", "diverged")  # ended with a model
@@ -342,7 +342,7 @@ class RunStore:
         return [run_id for run_id in doomed if self.delete(run_id)]
 
     def adopt_folders(self) -> list[str]:
-        """Add saved runs that exist only as folders (trained by the CLI into this folder) to the store."""
+        """Add saved runs that exist only as folders (trained by the CLI into this folder, or uploaded) to the store."""
         known = {row["run_id"] for row in self._all("SELECT run_id FROM runs")}
         adopted = []
         for folder in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
@@ -358,8 +358,9 @@ class RunStore:
             state = metrics.get("status") if metrics.get("status") in SAVED else "finished"
             with self._write() as db:
                 db.execute("INSERT INTO runs (run_id, owner, owner_name, config, state, submitted, started, ended, message, "
-                           "summary) VALUES (?, '', 'command line', ?, ?, ?, ?, ?, ?, ?)",
-                           (folder.name, json.dumps(config.to_dict()), state, created, created, created,
+                           "summary) VALUES (?, '', ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (folder.name, "uploaded" if metrics.get("uploaded") else "command line",
+                            json.dumps(config.to_dict()), state, created, created, created,
                             metrics.get("reason", ""), json.dumps(summary_of(metrics))))
             adopted.append(folder.name)
         return adopted

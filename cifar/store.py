@@ -44,42 +44,47 @@ def save_model(model: "keras.Model", path: str | Path, metadata: dict[str, Any])
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata stored in a `.keras` file, without loading TensorFlow."""
+def read_metadata(path: str | Path, name: Optional[str] = None) -> dict[str, Any]:
+    """The metadata stored in a `.keras` file, without loading TensorFlow; `name` is the file's name in messages."""
     path = Path(path)
+    name = name or path.name
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if "config.json" not in names:
-                raise ModelFileError(f"{path.name} is a zip file but not a Keras model (.keras).")
+                raise ModelFileError(f"{name} is a zip file but not a Keras model (.keras).")
             if METADATA_ENTRY not in names:
                 return {}
             return json.loads(archive.read(METADATA_ENTRY))
     except FileNotFoundError:
         raise ModelFileError(f"There is no model file at {path}.") from None
     except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise ModelFileError(f"{path.name} is not a readable Keras model file (.keras): {error}.") from None
+        raise ModelFileError(f"{name} is not a readable Keras model file (.keras): {error}.") from None
 
 
-def load_model(path: str | Path) -> tuple["keras.Model", dict[str, Any]]:
+def load_model(path: str | Path, name: Optional[str] = None) -> tuple["keras.Model", dict[str, Any]]:
     """Load a `.keras` model with Keras's safe mode and check it classifies 32x32 RGB images."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
-    metadata = read_metadata(path)
+    name = name or path.name
+    metadata = read_metadata(path, name)
     keras = keras_module()
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types for a damaged or foreign file
-        raise ModelFileError(f"{path.name} could not be loaded as a Keras model: {_first_line(error)}") from None
+        if "safe_mode" in str(error):
+            raise ModelFileError(f"{name} holds Python code (a Lambda layer) that Keras's safe mode will not run: "
+                                 "this app opens only models made of Keras's own layers.") from None
+        raise ModelFileError(f"{name} could not be loaded as a Keras model: {_first_line(error)}") from None
     input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
     if input_shape[1:] != (32, 32, 3) or len(output_shape) != 2:
-        raise ModelFileError(f"{path.name} is a Keras model, but not a CIFAR classifier: it takes "
+        raise ModelFileError(f"{name} is a Keras model, but not a CIFAR classifier: it takes "
                              f"{input_shape[1:]} and gives {output_shape[1:]}, not 32x32x3 images to class probabilities.")
     num_classes = output_shape[1]
     class_names = metadata.get("class_names") or [f"class {i}" for i in range(num_classes)]
     if len(class_names) != num_classes:
-        raise ModelFileError(f"{path.name} has {num_classes} outputs but its metadata names {len(class_names)} classes.")
+        raise ModelFileError(f"{name} has {num_classes} outputs but its metadata names {len(class_names)} classes.")
     metadata["class_names"] = list(class_names)
     return model, metadata
 
@@ -101,7 +106,12 @@ class SavedRun:
 
     @property
     def config(self) -> Optional[TrainConfig]:
-        return TrainConfig.from_dict(self.metrics.get("config", {}))
+        return TrainConfig.from_dict(self.metrics["config"]) if "config" in self.metrics else None
+
+    @property
+    def uploaded_as(self) -> Optional[str]:
+        """The file name a model was uploaded as (cifar/opening.py); None for a run trained here."""
+        return (self.metrics.get("uploaded") or {}).get("file")
 
     @property
     def epochs_trained(self) -> float:
@@ -116,6 +126,8 @@ class SavedRun:
     @property
     def epochs_text(self) -> str:
         """ "4 epochs", or "1.6 of 4 epochs" for a run that ended early."""
+        if self.uploaded_as and not self.metrics.get("history"):
+            return "trained elsewhere"
         planned = self.metrics.get("config", {}).get("epochs")
         trained = self.epochs_trained
         if planned and trained < planned - 1e-6:
@@ -129,6 +141,8 @@ class SavedRun:
         config = self.config
         moment = time.localtime(self.metrics.get("created", 0))
         created = f"{moment.tm_mday} {time.strftime('%b %H:%M', moment)}"
+        if self.uploaded_as:
+            return f"Uploaded {self.uploaded_as}, {created}"
         return f"{(config.preset if config else None) or 'Custom run'}, {created}"
 
     @property
@@ -142,6 +156,8 @@ class SavedRun:
     def settings_text(self) -> str:
         """The settings in words, as the sidebar would set them."""
         config = self.config
+        if config is None and self.uploaded_as:
+            return f"A model uploaded as {self.uploaded_as}, tested here on the test set"
         return config.in_words() if config else "settings not recorded"
 
 

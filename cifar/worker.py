@@ -8,7 +8,8 @@ The web server starts one itself (cifar/service.py) and restarts it if it dies. 
 keeps the data loaded between runs (one CIFAR copy, CIFAR-10 or CIFAR-100, and one small image
 set at a time: a hosted app has 2.7 GB for everything), checks the store for a stop or pause request four
 times a second, and after each save also writes the small files the pages predict with
-(cifar/inference.py). A paused run holds the worker, so queued runs wait, unless the teacher
+(cifar/inference.py); when it has nothing to train, the LiteRT and ONNX downloads
+(cifar/export.py). A paused run holds the worker, so queued runs wait, unless the teacher
 lets them pass: the worker then trains them while the paused run waits in memory, and comes
 back to it. Started by a server, it ends when that server ends, even on kill -9.
 """
@@ -213,19 +214,33 @@ class Worker:
 
     def _prepare_saved_runs_for_pages(self) -> None:
         """Write the pages' inference files for saved runs that lack them (runs trained by the CLI, or
-        before pages predicted without TensorFlow), one per idle moment."""
+        before pages predicted without TensorFlow), one run per idle moment, then the download files
+        (LiteRT, ONNX), one file per idle moment. Made here, between runs, not as a run ends: the next
+        queued run need not wait for files few will download, and this process already holds TensorFlow."""
+        from cifar.export import DOWNLOAD_FILES, FAILED_ENDING, needs_downloads, write_downloads
         from cifar.inference import FAILED_MARK, needs_page_files, save_page_files
         from cifar.store import load_model
 
-        for run in self.store.runs():
-            folder = self.runs_dir / run.run_id
+        folders = [self.runs_dir / run.run_id for run in self.store.runs()]
+        for folder in folders:
             if needs_page_files(folder):
                 try:
                     model, _ = load_model(folder)
                     save_page_files(model, folder)
                 except Exception as error:  # a damaged model must not stop the worker; the page says it cannot open it
-                    log.warning("could not prepare %s for the pages: %s", run.run_id, error)
+                    log.warning("could not prepare %s for the pages: %s", folder.name, error)
                     (folder / FAILED_MARK).touch()
+                return
+        for folder in folders:
+            if needs_downloads(folder):
+                try:
+                    # One file a time: a run queued meanwhile waits for one export only.
+                    made = write_downloads(load_model(folder)[0], folder, most=1)
+                    log.info("download files for %s: %s", folder.name, made)
+                except Exception as error:  # as above; its .keras download still works
+                    log.warning("could not make the download files of %s: %s", folder.name, error)
+                    for file_name in DOWNLOAD_FILES.values():
+                        (folder / (file_name + FAILED_ENDING)).write_text(f"The model could not be loaded: {error}")
                 return
 
 

@@ -64,17 +64,23 @@ def results_ui(run: SavedRun, test_split: TestSplit, model: Optional[PageModel])
     elif status == "diverged":
         st.warning(reason)
     # A row that wraps: four across on a projector, two by two on a phone instead of a screenful.
+    batches, history = metrics.get("batches", []), metrics.get("history", [])
+    trained_here = bool(batches or history)  # an uploaded model from elsewhere has no speed or curves
     with st.container(horizontal=True, gap="medium"):
         st.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}", width=150)
         st.metric("Test loss", f"{metrics['test_loss']:.4f}", width=150)
-        st.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}", width=150)
-        st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
-    batches, history = metrics.get("batches", []), metrics.get("history", [])
+        if trained_here:
+            st.metric("Images per second", f"{metrics.get('images_per_second', 0):,.0f}", width=150)
+            st.metric("Training time", duration(metrics.get("train_seconds")), width=150)
     epochs = metrics.get("config", {}).get("epochs", len(history))
     pauses = pause_positions(metrics.get("pauses", []), epochs)
-    st.caption(CURVE_WORDS)
-    curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
-                                     validation=charts.validation_label(metrics.get("validation"))), f"curves_{run.run_id}")
+    if trained_here:
+        st.caption(CURVE_WORDS)
+        curves_ui(charts.learning_curves(batches, history, epochs, x_max=max(run.epochs_trained, 1), pauses=pauses,
+                                         validation=charts.validation_label(metrics.get("validation"))),
+                  f"curves_{run.run_id}")
+    else:
+        st.caption("This model was trained elsewhere and uploaded, so it has no learning curves here: only its test.")
     class_names = metrics["class_names"]
     start_at_the_worst_mistake(metrics["confusion_matrix"], class_names)
     if many_classes(class_names):
