@@ -27,8 +27,8 @@ from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
-from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
-                            expected_starts)
+from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, Speeds,
+                            expected_seconds, expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.compare_views import COMPARE_TAB, compare_ui
@@ -298,7 +298,7 @@ def stop_target(on_screen: Optional[RunRecord], running: list[RunRecord]) -> Opt
     return running[0] if running else None
 
 
-def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, speed: Optional[float]) -> tuple[bool, bool]:
+def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, speeds: Speeds) -> tuple[bool, bool]:
     left, right = st.sidebar.columns(2)
     # Fixed labels: a button whose label changes is a new element, and the page would briefly show two.
     train = left.button("Train", key="train", type="primary", width="stretch")
@@ -311,9 +311,11 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     right.button("Resume", key="resume", disabled=not running or not target.pause_requested, width="stretch",
                  on_click=pause_run, args=(target, False))
     words = []
-    if speed:  # a promise from this machine's own measured speed, or none at all
+    if speed := speeds.of(config):  # a promise from this machine's own measured speed of this network, or none at all
         words.append(f"These settings take about {duration(expected_seconds(config, speed))} here "
-                     f"(this server last trained {speed:,.0f} images per second).")
+                     f"(this server last trained this network at {speed:,.0f} images per second).")
+    elif speeds:
+        words.append("This server has not trained this network yet, so it cannot say how long it takes.")
     if busy:
         words.append("A run is training: a new one joins the queue and starts after it.")
     st.sidebar.caption(" ".join(words))  # always drawn, even empty: the widgets below it keep their place
@@ -414,16 +416,16 @@ def queue_ids(running: list[RunRecord], queued: list[RunRecord]) -> tuple[tuple[
 
 def queue_words(drawn: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
     """The queue in words, drawn again every few seconds; the whole page again when it changed."""
-    running, queued, speed = board().snapshot()
+    running, queued, speeds = board().snapshot()
     if queue_ids(running, queued) != drawn:
         st.rerun(scope="app")  # a run joined, started, ended or left: its buttons change too
     if not running and not queued:
         return
-    starts = expected_starts(running, queued, speed)
+    starts = expected_starts(running, queued, speeds)
     lines = [f"**Training now:** {run.owner_name or 'a visitor'} · {run.config.in_words()} · "
              f"{run.progress.get('progress', 0.0):.0%} done" for run in running] or ["**Nothing is training.**"]
     for position, (run, start) in enumerate(zip(queued, starts), start=1):
-        when = "soon" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
+        when = "after the runs before it" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
         lines.append(f"**{position}.** {run.owner_name or 'a visitor'} · {run.config.in_words()} · starts {when}")
     st.markdown("  \n".join(lines))
     if queued:
@@ -593,9 +595,9 @@ def main() -> None:
     st.session_state.watch_items = watch_list_ui(*watch_list_choices())  # read when a run is queued, by a button's callback too
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
-    running, queued, speed = board().snapshot()
+    running, queued, speeds = board().snapshot()
     target = stop_target(record, running)
-    train, stop = controls_ui(target, bool(running or queued), config, speed)
+    train, stop = controls_ui(target, bool(running or queued), config, speeds)
     if refusal := st.session_state.pop("refusal", None):
         st.sidebar.warning(refusal)
     let_queue_pass_ui(target, queued, who)

@@ -91,3 +91,24 @@ def test_a_network_other_than_the_seeds_is_named_in_words():
     assert TrainConfig.from_dict({"epochs": 3, "conv_blocks": 2}).conv_blocks == 2
     assert TrainConfig.from_dict({"epochs": 3}).network == SEED_RECIPE.network  # a run saved before the settings
     assert PRESETS["Two conv blocks"] == TWO_BLOCKS
+
+
+def test_a_time_is_promised_only_from_the_speed_of_the_same_network(tmp_path):
+    from cifar.runstore import RunStore, expected_seconds, expected_starts
+
+    store = RunStore(tmp_path)
+    seed, deeper, plain_seed = SEED_RECIPE.replace(epochs=1), TWO_BLOCKS, SEED_RECIPE.replace(fast_step=False)
+    assert not store.latest_speeds() and store.latest_speeds().of(seed) is None
+    for config, speed in ((seed, 2000.0), (deeper, 600.0), (seed, 2100.0)):
+        run_id = store.submit(config, owner="a")
+        store.claim("worker-1")
+        store.finish(run_id, "finished", summary={"images_per_second": speed})
+    speeds = store.latest_speeds()
+    assert speeds.of(seed) == 2100.0  # the newest of that network
+    assert speeds.of(SEED_RECIPE.replace(conv_dropout=0.0)) == 2100.0  # the same network, trained otherwise
+    assert speeds.of(deeper) == 600.0 and speeds.of(deeper.replace(epochs=9, batch_size=32)) == 600.0
+    assert speeds.of(deeper.replace(kernel_size=5)) is None  # not measured: no promise
+    assert speeds.of(plain_seed) is None  # the seed's network on the plain step trains at another speed
+    queued = [store.get(store.submit(config, owner="b")) for config in (seed, deeper.replace(dense_units=64), seed)]
+    starts = expected_starts([], queued, speeds)
+    assert starts == [0.0, expected_seconds(seed, 2100.0), None]  # after an unmeasured network nothing is promised
