@@ -112,3 +112,27 @@ def test_a_time_is_promised_only_from_the_speed_of_the_same_network(tmp_path):
     queued = [store.get(store.submit(config, owner="b")) for config in (seed, deeper.replace(dense_units=64), seed)]
     starts = expected_starts([], queued, speeds)
     assert starts == [0.0, expected_seconds(seed, 2100.0), None]  # after an unmeasured network nothing is promised
+
+
+def test_a_deeper_network_with_5x5_kernels_is_saved_for_the_pages_and_looked_inside(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from cifar.inference import KerasModel, LiteModel
+    from cifar.inside import filters_above_maps
+    from cifar.runner import run_training
+    from cifar.store import load_model
+
+    config = TrainConfig(epochs=1, validation="none", conv_blocks=2, kernel_size=5, filters=8, dense_units=32,
+                         train_size=200)
+    test_images, test_labels = learnable_images(40, seed=1)
+    folder = tmp_path / "20260101-000000-abcdef"
+    metrics = run_training(config, folder, for_pages=True,
+                           dataset=(learnable_images(200, seed=0), (test_images, test_labels), list(CIFAR10_CLASSES)))
+    assert metrics["training_path"] == "plain"
+    lite, keras_model = LiteModel(folder), KerasModel(load_model(folder)[0])
+    assert lite.input_shape == keras_model.input_shape == (32, 32, 3)
+    np.testing.assert_allclose(lite.probabilities(test_images), keras_model.probabilities(test_images), atol=1e-5)
+    kernel, activations = lite.conv_kernel(), lite.conv_activations(test_images[0])
+    assert kernel.shape == (5, 5, 3, 8) and activations.shape == (32, 32, 8)  # the first conv layer's
+    np.testing.assert_allclose(activations, keras_model.conv_activations(test_images[0]), atol=1e-4)
+    grid = filters_above_maps(kernel, activations)
+    assert grid.shape[1] == 8 * 64 + 7 * 8  # eight 64-px columns: each 5x5 filter enlarged to 60 px fits above its map
