@@ -127,7 +127,7 @@ def test_split() -> tuple[Any, Any, list[str]]:
     return x_test, y_test, class_names
 
 
-def layers_dot(table: list[LayerRow], input_shape: tuple[int, ...]) -> str:
+def layers_dot(table: list[LayerRow], input_shape: tuple[int, ...], kernel_size: int) -> str:
     """The network as a left-to-right diagram: the picture, each conv and pooling layer, dense, softmax."""
     def shape(dims: tuple[int, ...]) -> str:
         return "×".join(map(str, dims))
@@ -135,7 +135,7 @@ def layers_dot(table: list[LayerRow], input_shape: tuple[int, ...]) -> str:
     nodes = [f'input [label="picture\\n{shape(input_shape)}"]']
     for row in table:
         if row.kind == "Conv2D":
-            label = f"conv {row.name.partition('_')[2] or 1}\\n{row.output_shape[-1]} filters\\n{shape(row.output_shape)}"
+            label = f"conv {kernel_size}×{kernel_size}\\n{row.output_shape[-1]} filters\\n{shape(row.output_shape)}"
         elif row.kind == "MaxPooling2D":
             label = f"max pool\\n{shape(row.output_shape)}"
         elif row.name == "dense":
@@ -167,7 +167,8 @@ def network_words(config: TrainConfig, num_classes: int, input_shape: tuple[int,
 def network_ui(config: TrainConfig, data_error_shown_elsewhere: bool = False) -> None:
     """What the network the sidebar describes is, before anyone trains it: its layers, and the pictures it learns from."""
     num_classes, input_shape = data_shape()
-    st.graphviz_chart(layers_dot(layer_table(config, num_classes, input_shape), input_shape), width="stretch")
+    st.graphviz_chart(layers_dot(layer_table(config, num_classes, input_shape), input_shape, config.kernel_size),
+                      width="stretch")
     st.markdown(network_words(config, num_classes, input_shape))
     try:
         x_test, y_test, class_names = test_split()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from cifar.backend import keras_module, tensorflow_module
-from cifar.config import TrainConfig
+from cifar.config import SEED_NETWORK, TrainConfig
 from cifar.model import build_model
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def seed_convnet_difference(model: "keras.Model") -> Optional[str]:
 def _seed_convnet_layers(num_classes: int, conv_dropout: float, dense_dropout: float) -> tuple[tuple, list]:
     """The default network's input (shape, dtype) and its layers' (class, config): kept, because building
     the reference's four million weights takes a noticeable fraction of a second."""
-    reference = build_model(num_classes, conv_dropout, dense_dropout)
+    reference = build_model(num_classes, conv_dropout, dense_dropout, **SEED_NETWORK)
     return ((tuple(reference.input_shape), reference.inputs[0].dtype),
             [(type(layer), _step_config(layer)) for layer in reference.layers])
 
