@@ -340,9 +340,11 @@ def layer_table_ui(config: TrainConfig) -> int:
     num_classes, input_shape = data_shape()
     table = layer_table(config, num_classes, input_shape)
     total = sum(row.parameters for row in table)
-    st.dataframe({"Layer": [row.name for row in table], "Kind": [row.kind for row in table],
-                  "Output shape": ["×".join(map(str, row.output_shape)) for row in table],
-                  "Parameters": [row.parameters for row in table]}, hide_index=True, width="stretch")
+    # Markdown, in small type: it wraps into the sidebar's width, where a dataframe hides its last columns behind a scroll.
+    lines = ["| Layer, kind | Output | Parameters |", "|:--|:--|--:|"]
+    lines += [f"| {row.name}<br><span style='color:#777'>{row.kind}</span> | {'×'.join(map(str, row.output_shape))} | "
+              f"{row.parameters:,} |" for row in table]
+    st.markdown('<div class="layer-table">\n\n' + "\n".join(lines) + "\n\n</div>", unsafe_allow_html=True)
     st.caption(f"{total:,} parameters in all, for {num_classes} classes of {'×'.join(map(str, input_shape))} pictures.")
     return total
 
@@ -673,7 +675,8 @@ def main() -> None:
     # Less empty space above the title, so the live curves fit a 1280x720 projector without scrolling.
     # Smaller metric figures too: the results' curves then fit on the first screen as well.
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:3.25rem}"
-            "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
+            "[data-testid='stMetricValue']{font-size:1.75rem}"
+            ".layer-table table{font-size:0.7rem;width:100%}.layer-table td,.layer-table th{padding:2px 3px}</style>")
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
     config = run_setup_ui()

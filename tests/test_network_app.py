@@ -2,6 +2,8 @@
 two-block run queued with its settings and trained on the plain path, settings that cannot go together."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -13,8 +15,16 @@ from tests.test_app import APP, new_app, page_text, runs_dir, train_to_the_end  
 
 
 def sidebar_table(at: AppTest) -> list[tuple]:
-    table = [frame for frame in at.sidebar.dataframe][0].value  # a pandas DataFrame
-    return list(table.itertuples(index=False, name=None))
+    """The sidebar's layer table as (name, kind, output shape, parameters) rows, read from its markdown."""
+    text = next(element.value for element in at.sidebar.markdown if "layer-table" in element.value)
+    rows = []
+    for line in text.splitlines()[4:]:  # after the opening div, a blank line, the header and the alignment row
+        if not line.startswith("|"):
+            continue
+        layer, output, parameters = (cell.strip() for cell in line.strip("|").split("|"))
+        name, _, kind = layer.partition("<br>")
+        rows.append((name, re.sub("<[^>]+>", "", kind), output, int(parameters.replace(",", ""))))
+    return rows
 
 
 def expected_rows(config) -> list[tuple]:
