@@ -136,3 +136,26 @@ def test_a_deeper_network_with_5x5_kernels_is_saved_for_the_pages_and_looked_ins
     np.testing.assert_allclose(activations, keras_model.conv_activations(test_images[0]), atol=1e-4)
     grid = filters_above_maps(kernel, activations)
     assert grid.shape[1] == 8 * 64 + 7 * 8  # eight 64-px columns: each 5x5 filter enlarged to 60 px fits above its map
+
+
+def test_a_pca_start_of_5x5_filters_is_the_principal_components_of_5x5_patches():
+    import threading
+
+    from cifar.model import principal_component_filters
+
+    train, test = learnable_images(300, seed=1), learnable_images(50, seed=2)
+    stopped = threading.Event()
+    stopped.set()  # stopped before its first step: the model keeps its starting weights
+    config = TrainConfig(conv_start="pca", kernel_size=5, filters=64, conv_blocks=2, seed=4, validation="none")
+    model, result = train_new_model(train, test, CIFAR10_CLASSES, config, stop=stopped)
+    assert result.steps_done == 0
+    kernel, bias = model.get_layer("conv").get_weights()
+    assert kernel.shape == (5, 5, 3, 64)
+    expected_kernel, expected_bias = principal_component_filters(train[0], 64, seed=4, kernel_size=5)
+    np.testing.assert_array_equal(kernel, expected_kernel)
+    np.testing.assert_array_equal(bias, expected_bias)
+    # Each filter's response to the patches it was made from: the components' responses are uncorrelated.
+    patches = np.lib.stride_tricks.sliding_window_view(train[0] / 255.0, (5, 5, 3), axis=(1, 2, 3)).reshape(-1, 75)
+    responses = patches @ kernel.reshape(75, 64)[:, :32]
+    correlation = np.corrcoef(responses, rowvar=False)
+    assert np.abs(correlation - np.eye(32)).max() < 0.1
