@@ -21,18 +21,21 @@ from typing import Any, Optional
 import numpy as np
 import streamlit as st
 
-from cifar.config import DATA_SOURCE_NAMES, LINK_FIELDS, PRESETS, TrainConfig, settings_from_link
+from cifar.batches import IMAGE_SHAPE
+from cifar.config import (DATA_SOURCE_NAMES, KERNEL_SIZES, LINK_FIELDS, MAX_CONV_BLOCKS, MAX_DENSE_UNITS, MAX_FILTERS,
+                          MIN_CONV_BLOCKS, MIN_DENSE_UNITS, MIN_FILTERS, PRESETS, TrainConfig, settings_from_link)
 from cifar.data import DataError
 from cifar.export import FORMAT_NAMES, FORMATS, download_state
 from cifar.folders import datasets_dir, read_image_set, save_image_set, split_image_set
 from cifar.images import ImageError
 from cifar.inference import PageModel, open_page_model, page_files_ready
 from cifar.live import Board, LiveRun, training_status
+from cifar.model import LayerRow, layer_table
 from cifar.opening import ImportBusy, ModelImports
 from cifar.predict import first_of_each_class
 from cifar.roles import Visitor, display_name, run_refusal, teacher_refusal, visitor
-from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, expected_seconds,
-                            expected_starts)
+from cifar.runstore import (FULL_TRAINING_SET, QUEUE_LIMIT, RUNS_KEPT, SAVED, QueueFull, RunRecord, Speeds,
+                            expected_seconds, expected_starts)
 from cifar.service import LocalTrainer
 from cifar.store import ModelFileError, SavedRun, open_run, valid_run_id
 from ui.compare_views import COMPARE_TAB, compare_ui
@@ -50,9 +53,10 @@ ZIP_UPLOAD_MB = 100  # a class-folder zip, held in the web process while it is r
 EXAMPLE_CLASSES = 20  # example pictures on a first visit: two rows on a projector, of CIFAR-100's 100 classes too
 # The sidebar's bounds, for its widgets and for the settings a link brings.
 LIMITS = {"epochs": (1, 50), "conv_dropout": (0.0, 0.9), "dense_dropout": (0.0, 0.9), "learning_rate": (1e-5, 1.0),
-          "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1)}
+          "train_size": (100, FULL_TRAINING_SET), "seed": (0, 2**31 - 1), "conv_blocks": (MIN_CONV_BLOCKS, MAX_CONV_BLOCKS),
+          "filters": (MIN_FILTERS, MAX_FILTERS), "dense_units": (MIN_DENSE_UNITS, MAX_DENSE_UNITS)}
 CONFIG_KEYS = ("epochs", "conv_dropout", "dense_dropout", "learning_rate", "batch_size", "train_size", "seed",
-               "optimizer", "schedule", "flip", "conv_start")
+               "optimizer", "schedule", "flip", "conv_start", "conv_blocks", "filters", "kernel_size", "dense_units")
 
 
 @contextmanager
@@ -149,23 +153,51 @@ def run_test_split(run: SavedRun) -> tuple[Any, Any, list[str]]:
     return test_split(run.config)
 
 
-LAYERS_DOT = """digraph {
-  rankdir=LR; bgcolor="transparent"; node [shape=box, style="rounded,filled", fillcolor="#eef3f8", fontname="sans-serif"];
-  input [label="picture\\n32×32×3"]; conv [label="conv 3×3\\n32 filters\\n32×32×32"];
-  pool [label="max pool\\n16×16×32"]; dense [label="dense\\n512 units"]; out [label="softmax\\none per class"];
-  input -> conv -> pool -> dense -> out;
-}"""
+def layers_dot(table: list[LayerRow], input_shape: tuple[int, ...], kernel_size: int) -> str:
+    """The network as a left-to-right diagram: the picture, each conv and pooling layer, dense, softmax."""
+    def shape(dims: tuple[int, ...]) -> str:
+        return "×".join(map(str, dims))
+
+    nodes = [f'input [label="picture\\n{shape(input_shape)}"]']
+    for row in table:
+        if row.kind == "Conv2D":
+            label = f"conv {kernel_size}×{kernel_size}\\n{row.output_shape[-1]} filters\\n{shape(row.output_shape)}"
+        elif row.kind == "MaxPooling2D":
+            label = f"max pool\\n{shape(row.output_shape)}"
+        elif row.name == "dense":
+            label = f"dense\\n{row.output_shape[0]} units"
+        elif row.name == "class_probabilities":
+            label = f"softmax\\n{row.output_shape[0]} classes"
+        else:
+            continue
+        nodes.append(f'{row.name} [label="{label}"]')
+    names = ["input", *(node.partition(" ")[0] for node in nodes[1:])]
+    return ('digraph {\n  rankdir=LR; bgcolor="transparent"; node [shape=box, style="rounded,filled", '
+            'fillcolor="#eef3f8", fontname="sans-serif"];\n  ' + "; ".join(nodes) + ";\n  " + " -> ".join(names) + ";\n}")
 
 
-def network_ui(data_error_shown_elsewhere: bool = False) -> None:
-    """What the network is, before anyone trains it: its layers, and the pictures it learns from."""
-    st.graphviz_chart(LAYERS_DOT, width="stretch")
-    st.markdown("A 3×3 convolution layer with 32 filters looks at every patch of the 32×32 picture, max pooling "
-                "halves it, a 512-unit dense layer combines everything, and a softmax gives a probability for each "
-                "class it learns. Dropout switches units off at random while training, so the network cannot "
-                "memorise the training pictures. Press **Train**, and watch it learn.")
+def network_words(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...]) -> str:
+    side = f"{input_shape[0]}×{input_shape[1]}"
+    size = f"{config.kernel_size}×{config.kernel_size}"
+    if config.conv_blocks == 1:
+        conv = (f"A {size} convolution layer with {config.filters} filters looks at every patch of the {side} picture, "
+                "max pooling halves it")
+    else:
+        conv = (f"{config.conv_blocks} blocks of a {size} convolution layer and max pooling look at the {side} picture, "
+                f"each block with twice the filters of the one before ({config.filters} first) on a picture halved again")
+    return (f"{conv}, a {config.dense_units}-unit dense layer combines everything, and a softmax gives a probability "
+            f"for each of the {num_classes} classes. Dropout switches units off at random while training, so the "
+            "network cannot memorise the training pictures. Press **Train**, and watch it learn.")
+
+
+def network_ui(config: TrainConfig, data_error_shown_elsewhere: bool = False) -> None:
+    """What the network the sidebar describes is, before anyone trains it: its layers, and the pictures it learns from."""
+    num_classes, input_shape = data_shape(config)
+    st.graphviz_chart(layers_dot(layer_table(config, num_classes, input_shape), input_shape, config.kernel_size),
+                      width="stretch")
+    st.markdown(network_words(config, num_classes, input_shape))
     try:
-        x_test, y_test, class_names = test_split()
+        x_test, y_test, class_names = test_split(config)
     except DataError:
         if not data_error_shown_elsewhere:
             raise
@@ -175,7 +207,18 @@ def network_ui(data_error_shown_elsewhere: bool = False) -> None:
     st.image([pixels_large(x_test[index], 80) for _, index in examples], width=80,
              caption=[class_names[label] for label, _ in examples])
     which = "each class" if len(examples) == len(class_names) else f"{len(examples)} of its {len(class_names)} classes"
-    st.caption(f"One test picture of {which}, 32×32 pixels, shown two and a half times as large.")
+    st.caption(f"One test picture of {which}, {input_shape[0]}×{input_shape[1]} pixels, shown "
+               f"{80 / input_shape[0]:g} times as large.")
+
+
+def data_shape(config: TrainConfig) -> tuple[int, tuple[int, ...]]:
+    """The class count and picture shape the next run's network is built for: the data's, or CIFAR-10's
+    before the data is loaded."""
+    try:
+        x_test, _, class_names = test_split(config)
+    except Exception:  # the page says why where it needs the data
+        return 10, IMAGE_SHAPE
+    return len(class_names), tuple(x_test.shape[1:])
 
 
 def fill_from_preset() -> None:
@@ -278,8 +321,8 @@ def visitor_ui() -> Visitor:
     return who
 
 
-def run_setup_ui() -> TrainConfig:
-    """The sidebar's settings; returns the run they describe."""
+def run_setup_ui() -> Optional[TrainConfig]:
+    """The sidebar's settings; returns the run they describe, or None (and says why) if they cannot train."""
     if "epochs" not in st.session_state:
         first_settings()
     elif lost := [key for key in CONFIG_KEYS if key not in st.session_state]:
@@ -294,13 +337,14 @@ def run_setup_ui() -> TrainConfig:
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
                      help="Seed recipe: the tutorial as written. Quick demo: the same network, its conv filters "
                           "started as patterns of the pictures and trained with Adam and a cosine schedule: "
-                          "about 61% test accuracy after one epoch. No dropout: watch it overfit. The Compare runs "
-                          "tab's dropout experiment trains with and without dropout in one click, side by side.")
+                          "about 61% test accuracy after one epoch. No dropout: watch it overfit. Two conv blocks: "
+                          "the Quick demo with a second conv block, for 3 epochs: what a deeper network buys. The Compare "
+                          "runs tab's dropout experiment trains with and without dropout in one click, side by side.")
     st.sidebar.slider("Epochs", *LIMITS["epochs"], key="epochs", help="Passes over the training images.")
     st.sidebar.slider("Conv dropout", *LIMITS["conv_dropout"], step=0.05, key="conv_dropout",
                       help="Share of the conv layer's outputs switched off at random during training.")
     st.sidebar.slider("Dense dropout", *LIMITS["dense_dropout"], step=0.05, key="dense_dropout",
-                      help="Share of the 512 dense units switched off at random during training.")
+                      help="Share of the dense layer's units switched off at random during training.")
     with st.sidebar.expander("More settings"):
         low, high = LIMITS["learning_rate"]
         st.number_input("Learning rate", min_value=low, max_value=high, format="%.4f", key="learning_rate")
@@ -322,9 +366,51 @@ def run_setup_ui() -> TrainConfig:
                           "The conv layer starts out seeing brightness, edges and colour contrasts "
                           "instead of random mixtures of pixels, so the first epoch learns much faster. The filters "
                           "are then trained like any other weights.")
+    network = st.sidebar.expander("Network")
+    with network:
+        network_settings_ui()
     values = {key: st.session_state[key] for key in CONFIG_KEYS}
     values["train_size"] = None if values["train_size"] >= FULL_TRAINING_SET else int(values["train_size"])
-    return TrainConfig(**values)
+    try:
+        config = TrainConfig(**values)
+    except ValueError as error:  # settings each fine alone but not together, such as a PCA start for 64 3x3 filters
+        st.sidebar.error(f"These settings cannot train: {error}.")
+        return None
+    with network:
+        total = layer_table_ui(config)
+    st.sidebar.caption(f"The network: {config.network_in_words()}, {total:,} parameters (its layers are under Network).")
+    return config
+
+
+def network_settings_ui() -> None:
+    """The network's shape: conv blocks, their filters and kernel, the dense layer. The seed's is one
+    block of 32 3x3 filters and 512 dense units."""
+    st.slider("Conv blocks", *LIMITS["conv_blocks"], key="conv_blocks",
+              help="Each block is a convolution layer, dropout and max pooling, which halves the picture. More blocks "
+                   "see larger shapes and leave fewer numbers for the dense layer.")
+    low, high = LIMITS["filters"]
+    st.number_input("Filters in the first block", min_value=low, max_value=high, step=8, key="filters",
+                    help="Each later block has twice as many.")
+    st.selectbox("Kernel size", KERNEL_SIZES, key="kernel_size", format_func=lambda size: f"{size}×{size}",
+                 help="The patch of the picture each filter looks at.")
+    low, high = LIMITS["dense_units"]
+    st.number_input("Dense units", min_value=low, max_value=high, step=64, key="dense_units",
+                    help="Units of the dense layer that combines what the conv blocks found.")
+
+
+def layer_table_ui(config: TrainConfig) -> int:
+    """The layers the settings build, with their output shapes and parameters, computed without Keras;
+    returns the total."""
+    num_classes, input_shape = data_shape()
+    table = layer_table(config, num_classes, input_shape)
+    total = sum(row.parameters for row in table)
+    # Markdown, in small type: it wraps into the sidebar's width, where a dataframe hides its last columns behind a scroll.
+    lines = ["| Layer, kind | Output | Parameters |", "|:--|:--|--:|"]
+    lines += [f"| {row.name}<br><span style='color:#777'>{row.kind}</span> | {'×'.join(map(str, row.output_shape))} | "
+              f"{row.parameters:,} |" for row in table]
+    st.markdown('<div class="layer-table">\n\n' + "\n".join(lines) + "\n\n</div>", unsafe_allow_html=True)
+    st.caption(f"{total:,} parameters in all, for {num_classes} classes of {'×'.join(map(str, input_shape))} pictures.")
+    return total
 
 
 def show_run(run_id: str) -> None:
@@ -362,10 +448,10 @@ def stop_target(on_screen: Optional[RunRecord], running: list[RunRecord]) -> Opt
     return running[0] if running else None
 
 
-def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, speed: Optional[float]) -> tuple[bool, bool]:
+def controls_ui(target: Optional[RunRecord], busy: bool, config: Optional[TrainConfig], speeds: Speeds) -> tuple[bool, bool]:
     left, right = st.sidebar.columns(2)
     # Fixed labels: a button whose label changes is a new element, and the page would briefly show two.
-    train = left.button("Train", key="train", type="primary", width="stretch")
+    train = left.button("Train", key="train", type="primary", width="stretch", disabled=config is None)
     stop = right.button("Stop", key="stop", disabled=target is None, width="stretch")
     running = target is not None and target.state == "running"
     left, right = st.sidebar.columns(2)
@@ -375,9 +461,12 @@ def controls_ui(target: Optional[RunRecord], busy: bool, config: TrainConfig, sp
     right.button("Resume", key="resume", disabled=not running or not target.pause_requested, width="stretch",
                  on_click=pause_run, args=(target, False))
     words = []
-    if speed:  # a promise from this machine's own measured speed, or none at all
+    speed = speeds.of(config) if config is not None else None  # None: the sidebar says why these settings cannot train
+    if config is not None and speed:  # a promise from this machine's own measured speed of this network, or none at all
         words.append(f"These settings take about {duration(expected_seconds(config, speed))} here "
-                     f"(this server last trained {speed:,.0f} images per second).")
+                     f"(this server last trained this network at {speed:,.0f} images per second).")
+    elif config is not None and speeds:
+        words.append("This server has not trained this network yet, so it cannot say how long it takes.")
     if busy:
         words.append("A run is training: a new one joins the queue and starts after it.")
     st.sidebar.caption(" ".join(words))  # always drawn, even empty: the widgets below it keep their place
@@ -478,16 +567,16 @@ def queue_ids(running: list[RunRecord], queued: list[RunRecord]) -> tuple[tuple[
 
 def queue_words(drawn: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
     """The queue in words, drawn again every few seconds; the whole page again when it changed."""
-    running, queued, speed = board().snapshot()
+    running, queued, speeds = board().snapshot()
     if queue_ids(running, queued) != drawn:
         st.rerun(scope="app")  # a run joined, started, ended or left: its buttons change too
     if not running and not queued:
         return
-    starts = expected_starts(running, queued, speed)
+    starts = expected_starts(running, queued, speeds)
     lines = [f"**Training now:** {run.owner_name or 'a visitor'} · {run.config.in_words()} · "
              f"{run.progress.get('progress', 0.0):.0%} done" for run in running] or ["**Nothing is training.**"]
     for position, (run, start) in enumerate(zip(queued, starts), start=1):
-        when = "soon" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
+        when = "after the runs before it" if start is None else ("next" if start < 5 else f"in about {duration(start)}")
         lines.append(f"**{position}.** {run.owner_name or 'a visitor'} · {run.config.in_words()} · starts {when}")
     st.markdown("  \n".join(lines))
     if queued:
@@ -689,37 +778,40 @@ def main() -> None:
     # Less empty space above the title, so the live curves fit a 1280x720 projector without scrolling.
     # Smaller metric figures too: the results' curves then fit on the first screen as well.
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:3.25rem}"
-            "[data-testid='stMetricValue']{font-size:1.75rem}</style>")
+            "[data-testid='stMetricValue']{font-size:1.75rem}"
+            ".layer-table table{font-size:0.7rem;width:100%}.layer-table td,.layer-table th{padding:2px 3px}</style>")
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
     source, image_set, set_training_images = data_ui()
     config = run_setup_ui()
     # None until the chosen data can be trained on: "Your images" needs an accepted zip first.
-    wanted = None if source == "images" and image_set is None else config.replace(data_source=source, dataset=image_set)
-    test_images = (source, image_set, config.seed if source == "images" else 0)
+    wanted = (None if config is None or (source == "images" and image_set is None)
+              else config.replace(data_source=source, dataset=image_set))
+    test_images = (source, image_set, st.session_state.get("seed", 0) if source == "images" else 0)
     # Read when a run is queued, by a button's callback too.
     st.session_state.watch_items = watch_list_ui(*watch_list_choices(wanted), source=test_images)
     run_id = current_run_id(service)
     record = service.run(run_id) if run_id and valid_run_id(run_id) else None
-    running, queued, speed = board().snapshot()
+    running, queued, speeds = board().snapshot()
     target = stop_target(record, running)
     # A set's size, not CIFAR's 50,000, for how long the run should take.
-    estimated = config.replace(train_size=min(config.train_size or set_training_images, set_training_images)) \
-        if set_training_images else config
-    train, stop = controls_ui(target, bool(running or queued), estimated, speed)
+    estimated = wanted or config
+    if estimated is not None and set_training_images:
+        estimated = estimated.replace(train_size=min(estimated.train_size or set_training_images, set_training_images))
+    train, stop = controls_ui(target, bool(running or queued), estimated, speeds)
     if refusal := st.session_state.pop("refusal", None):
         st.sidebar.warning(refusal)
     let_queue_pass_ui(target, queued, who)
     if stop and target is not None:
         stop_run(service, target, who)
-    if train and wanted is None:
+    if train and config is not None and wanted is None:
         st.sidebar.error("Upload a .zip of class folders first, to train on your own pictures.")
-    elif train:
+    elif train and wanted is not None:
         submit_run(service, wanted, who)
     st.markdown("### Watch a ConvNet learn")
     if run_id is None:  # a first visit: what the network is, open, before anything else
         with st.expander("What is this network?", expanded=True), shown_as_error("showing the network"):
-            network_ui()
+            network_ui(wanted or config or PRESETS["Seed recipe"])
     run = open_run(RUNS_DIR, run_id) if run_id else None
     watching = record is not None and record.active
     live = LiveParts(stream=live_mode(secret("LIVE_UPDATES")) == "stream")
@@ -782,7 +874,7 @@ def main() -> None:
                    lambda config: queue_run(service, config, who), service.cancel, shown=compared.open is not False)
     if run_id is not None:  # below the run, so that its curves fit the first screen of a projector
         with st.expander("What is this network?"), shown_as_error("showing the network"):
-            network_ui(data_error_shown_elsewhere=True)  # a run that needs the data says why it has none
+            network_ui(wanted or config or PRESETS["Seed recipe"], data_error_shown_elsewhere=True)  # a run that needs the data says why it has none
     # Streaming, the script stays here, redrawing what changes, until the page must be drawn anew.
     live.follow(layout=(run_id, record.state if record else None, record.pause_requested if record else None, queue_shown,
                         tested.run_id if tested else None, model is None))

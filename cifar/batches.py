@@ -18,6 +18,8 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
+# The pictures of the official format, and so the network's input: the one place the input shape is named.
+IMAGE_SHAPE = (32, 32, 3)
 ARCHIVE_READ_BYTES = 1 << 20  # how much of a .tar.gz is read and decompressed at a time
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -264,7 +266,8 @@ def _batch_rows_and_labels(batch: dict[str, Any], labels_key: str, where: str) -
 
 def _as_images(rows: np.ndarray) -> np.ndarray:
     # Each official row is the red plane, then green, then blue: CHW, wanted as HWC.
-    return rows.reshape(len(rows), 3, 32, 32).transpose(0, 2, 3, 1)
+    height, width, channels = IMAGE_SHAPE
+    return rows.reshape(len(rows), channels, height, width).transpose(0, 2, 3, 1)
 
 
 class _SplitBuilder:
@@ -272,7 +275,7 @@ class _SplitBuilder:
 
     def __init__(self, batch_names: tuple[str, ...]):
         self.batch_names = batch_names
-        self.images = np.empty((0, 32, 32, 3), np.uint8)
+        self.images = np.empty((0, *IMAGE_SHAPE), np.uint8)
         self.labels = np.empty(0, np.int32)
         self.batch_size: int | None = None
         self.uneven: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -282,7 +285,7 @@ class _SplitBuilder:
             # Official batches are equal-sized, so the first to arrive sizes the whole
             # split and each batch is copied once, straight into its place.
             self.batch_size = len(rows)
-            self.images = np.empty((len(rows) * len(self.batch_names), 32, 32, 3), np.uint8)
+            self.images = np.empty((len(rows) * len(self.batch_names), *IMAGE_SHAPE), np.uint8)
             self.labels = np.empty(len(rows) * len(self.batch_names), np.int32)
         if len(rows) != self.batch_size:
             self.uneven[name] = (np.ascontiguousarray(_as_images(rows)), labels.astype(np.int32))

@@ -7,10 +7,12 @@ need it, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
@@ -29,25 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and save it with its metrics")
     train.add_argument("--preset", choices=sorted(PRESET_NAMES), default="seed",
                        help="starting settings (default: seed, the tutorial's recipe); the options below override them")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--conv-dropout", type=float)
-    train.add_argument("--dense-dropout", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--train-size", type=int, help="train on a random subset of this many images")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--validation", choices=["held_out", "test", "none"],
-                       help="what the per-epoch validation curve is computed on (default: held_out, images held out "
-                            "of the training set: 5,000, or 10%% of --train-size; test: the test set, the old way)")
+    add_config_flags(train)
     train.add_argument("--no-validation", action="store_true", help="no per-epoch validation (--validation none)")
     train.add_argument("--plain-step", action="store_true",
                        help="train with Keras's own training step, the reference, instead of the seed ConvNet's fast one")
     train.add_argument("--data", help="cifar-10-python.tar.gz or cifar-10-batches-py (default: CIFAR10_DATA, then download); "
                                       "a CIFAR-100 copy; or your pictures: a .zip or folder of class folders (cat/1.jpg, "
                                       "dog/7.png), kept as datasets/<id>.npz beside the --out folder")
-    train.add_argument("--data-source", choices=["cifar10", "cifar100"],
-                       help="without --data: which CIFAR to find or download (default: cifar10; CIFAR-100 from "
-                            "CIFAR100_DATA, then the Keras cache)")
     train.add_argument("--out", required=True, help="folder for model.keras and metrics.json")
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on the test set")
@@ -72,14 +62,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Words for the flags whose meaning the field's name alone does not give; every field gets a flag regardless.
+FLAG_HELP = {
+    "train_size": "train on a random subset of this many images",
+    "validation": "what the per-epoch validation curve is computed on: held_out, images held out of the training "
+                  "set (5,000, or 10%% of --train-size); test, the test set, the old way; or none",
+    "flip": "mirror half the training pictures left-right each epoch",
+    "conv_start": "the conv filters' start: Keras's random one, or the principal components of the pictures' patches",
+    "fast_step": "the seed ConvNet's fast training step where it applies (--no-fast-step: --plain-step)",
+    "conv_blocks": "Conv2D, Dropout, MaxPooling2D blocks",
+    "filters": "filters in the first conv block, doubling in each later one",
+    "kernel_size": "the conv kernels' size: 3 (3x3) or 5 (5x5)",
+    "dense_units": "units of the dense layer before the output",
+    "data_source": "without --data: which CIFAR to find or download (CIFAR-100 from CIFAR100_DATA, then the Keras "
+                   "cache); images: a set kept in datasets/ beside the --out folder, named by --dataset",
+    "dataset": "with --data-source images: the id of a kept set of your pictures (--data reads a new one)",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, read from the dataclass: --conv-dropout for conv_dropout, choices
+    from its Literal types, --flip/--no-flip for a bool. Unset flags keep the preset's value."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag, hint = "--" + field.name.replace("_", "-"), hints[field.name]
+        help_text = f"{FLAG_HELP.get(field.name, field.name.replace('_', ' '))} (default: the preset's)"
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(hint) is typing.Literal:
+            parser.add_argument(flag, choices=list(typing.get_args(hint)), help=help_text)
+        else:  # int, float, or Optional of one of them
+            parser.add_argument(flag, type=options[0] if options else hint, help=help_text)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     changes: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in ("epochs", "conv_dropout", "dense_dropout", "batch_size", "learning_rate", "train_size", "seed")
-        if getattr(args, name) is not None
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if getattr(args, field.name) is not None
     }
-    if args.validation:
-        changes["validation"] = args.validation
     if args.no_validation:
         changes["validation"] = "none"
     if args.plain_step:

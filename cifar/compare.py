@@ -19,7 +19,8 @@ from cifar.runstore import FULL_TRAINING_SET
 # The settings a comparison names, in the words a class reads, in the sidebar's order.
 SETTING_WORDS = {"conv_dropout": "conv dropout", "dense_dropout": "dense dropout", "learning_rate": "learning rate",
                  "batch_size": "batch size", "epochs": "epochs", "train_size": "training images", "seed": "seed",
-                 "optimizer": "optimizer", "schedule": "schedule", "flip": "mirroring", "conv_start": "conv start"}
+                 "optimizer": "optimizer", "schedule": "schedule", "flip": "mirroring", "conv_start": "conv start",
+                 "conv_blocks": "conv blocks", "filters": "filters", "kernel_size": "kernel", "dense_units": "dense units"}
 # One colour per run, told apart by the colour-blind too (Okabe and Ito's palette); at most four runs.
 RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
 MAX_RUNS = len(RUN_COLOURS)
@@ -39,6 +40,8 @@ def setting_value(name: str, value: Any) -> str:
         return "on" if value else "off"
     if name == "conv_start":
         return {"pca": "picture patterns"}.get(value, str(value))
+    if name == "kernel_size":
+        return f"{value}×{value}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 

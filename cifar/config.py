@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
+from cifar.batches import IMAGE_SHAPE
+
 Optimizer = Literal["sgd", "adam"]
 Validation = Literal["held_out", "test", "none"]
 Schedule = Literal["constant", "cosine"]
@@ -38,6 +40,10 @@ class TrainConfig:
     seed: int = 0  # the same seed and config give the same metrics on CPU
     eval_batch_size: int = 128  # the recipe's evaluate(batch_size=128)
     fast_step: bool = True  # the seed ConvNet's fast step (cifar/steps.py); False trains on the plain path, the reference
+    conv_blocks: int = 1  # Conv2D -> Dropout -> MaxPooling2D blocks: the recipe has one
+    filters: int = 32  # the first block's Conv2D(32); each later block doubles it
+    kernel_size: int = 3  # the recipe's 3x3 kernel; 5 sees 5x5 patches
+    dense_units: int = 512  # the recipe's Dense(512)
     data_source: DataSource = "cifar10"  # the recipe's data; "cifar100" (fine labels) or "images", a user's class folders
     dataset: Optional[str] = None  # with "images": the uploaded set's id (cifar/folders.py), so a saved run finds it again
 
@@ -63,6 +69,19 @@ class TrainConfig:
             problems.append(f"conv_start must be 'random' or 'pca', not {self.conv_start!r}")
         if self.validation not in ("held_out", "test", "none"):
             problems.append(f"validation must be 'held_out', 'test' or 'none', not {self.validation!r}")
+        if not MIN_CONV_BLOCKS <= self.conv_blocks <= MAX_CONV_BLOCKS:
+            problems.append(f"conv_blocks must be between {MIN_CONV_BLOCKS} and {MAX_CONV_BLOCKS}, not {self.conv_blocks}")
+        if not MIN_FILTERS <= self.filters <= MAX_FILTERS:
+            problems.append(f"filters must be between {MIN_FILTERS} and {MAX_FILTERS}, not {self.filters}")
+        if self.kernel_size not in KERNEL_SIZES:
+            problems.append(f"kernel_size must be 3 or 5, not {self.kernel_size}")
+        if not MIN_DENSE_UNITS <= self.dense_units <= MAX_DENSE_UNITS:
+            problems.append(f"dense_units must be between {MIN_DENSE_UNITS} and {MAX_DENSE_UNITS}, not {self.dense_units}")
+        if self.conv_start == "pca" and self.kernel_size in KERNEL_SIZES and MIN_FILTERS <= self.filters <= MAX_FILTERS and (
+                self.filters % 2 or self.filters > pca_filter_limit(self.kernel_size)):
+            problems.append(f"conv_start 'pca' starts the filters as pairs of a pattern and its negative: with a "
+                            f"{self.kernel_size}x{self.kernel_size} kernel it takes an even number of filters up to "
+                            f"{pca_filter_limit(self.kernel_size)}, not {self.filters}")
         if self.data_source not in DATA_SOURCES:
             problems.append(f"data_source must be 'cifar10', 'cifar100' or 'images', not {self.data_source!r}")
         elif self.data_source == "images" and not (isinstance(self.dataset, str) and _DATASET_ID.match(self.dataset)):
@@ -71,6 +90,17 @@ class TrainConfig:
             problems.append(f"dataset names an uploaded image set, which data_source {self.data_source!r} does not use")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def network(self) -> dict[str, int]:
+        """The settings that shape the network (not how it trains): equal for two runs of the same network."""
+        return {name: getattr(self, name) for name in NETWORK_FIELDS}
+
+    def network_in_words(self) -> str:
+        """The network as a class reads it: "2 conv blocks of 32, 64 5×5 filters, dense 256"."""
+        blocks = f"{self.conv_blocks} conv block{'s' if self.conv_blocks != 1 else ''}"
+        filters = ", ".join(str(self.filters * 2**block) for block in range(self.conv_blocks))
+        return f"{blocks} of {filters} {self.kernel_size}×{self.kernel_size} filters, dense {self.dense_units}"
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -103,9 +133,25 @@ class TrainConfig:
             images += f" ({held} held out for validation)"
         words = (f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {self.optimizer.upper()} at {self.learning_rate:g}, "
                  f"batch {self.batch_size}, dropout {self.conv_dropout:g}/{self.dense_dropout:g}, {images}")
+        if self.network != SEED_NETWORK:
+            words = f"{self.network_in_words()}; {words}"
         if self.data_source != "cifar10":
             words += f", on {DATA_SOURCE_NAMES[self.data_source]}"
         return f"{preset}: {words}" if preset else words
+
+
+NETWORK_FIELDS = ("conv_blocks", "filters", "kernel_size", "dense_units")
+MIN_CONV_BLOCKS, MAX_CONV_BLOCKS = 1, 3  # three poolings take 32x32 pictures to 4x4
+# At most 64 filters and 1,024 dense units: the largest network (one block, 16x16x64 into 1,024) has 17M
+# weights, four times the recipe's, which a hosted app's memory still holds with Adam's moments.
+MIN_FILTERS, MAX_FILTERS = 8, 64
+KERNEL_SIZES = (3, 5)
+MIN_DENSE_UNITS, MAX_DENSE_UNITS = 16, 1024
+
+
+def pca_filter_limit(kernel_size: int, channels: int = IMAGE_SHAPE[-1]) -> int:
+    """The most filters a principal-component start can give: two (a component and its negative) per patch dimension."""
+    return 2 * kernel_size * kernel_size * channels
 
 
 HELD_OUT_IMAGES = 5_000  # the validation images held out of the full training set
@@ -118,6 +164,7 @@ def held_out_size(train_size: Optional[int]) -> int:
 
 
 SEED_RECIPE = TrainConfig()
+SEED_NETWORK = SEED_RECIPE.network  # the only network the fast step (cifar/steps.py) trains
 
 # Same layers and dropouts, better training choices: conv filters started as the principal components
 # of the pictures' 3x3 patches, then Adam with a cosine decay: about 61% after one epoch (bench/README.md).
@@ -133,6 +180,11 @@ DROPOUT_EXPERIMENT = TrainConfig(epochs=12, learning_rate=1e-3, batch_size=64, o
                                  conv_start="random", train_size=10_000)
 
 
+# A second conv block: pooled twice, the dense layer sees 8x8x64 instead of 16x16x32, half the recipe's
+# weights; trained as the Quick demo is, for 3 epochs (its figures are in bench/README.md).
+TWO_BLOCKS = QUICK_DEMO.replace(conv_blocks=2, epochs=3)
+
+
 def dropout_experiment() -> tuple[TrainConfig, TrainConfig]:
     """The dropout experiment's two runs: "No dropout" (conv 0.0, dense 0.0), then the recipe's dropouts."""
     return (DROPOUT_EXPERIMENT.replace(conv_dropout=0.0, dense_dropout=0.0),
@@ -143,16 +195,17 @@ PRESETS: dict[str, TrainConfig] = {
     "Seed recipe": SEED_RECIPE,
     "Quick demo": QUICK_DEMO,
     "No dropout": NO_DROPOUT,
+    "Two conv blocks": TWO_BLOCKS,
 }
 
 
 # The presets by the names the command line and "try this" links use.
-PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout"}
+PRESET_NAMES = {"seed": "Seed recipe", "quick": "Quick demo", "no-dropout": "No dropout", "two-blocks": "Two conv blocks"}
 # What a link may set, with how to read it from text.
 LINK_FIELDS = {"epochs": int, "conv_dropout": float, "dense_dropout": float, "learning_rate": float,
                "batch_size": int, "train_size": int, "seed": int, "optimizer": str, "schedule": str,
                "flip": lambda text: {"1": True, "true": True, "0": False, "false": False}[text.lower()],
-               "conv_start": str}
+               "conv_start": str, "conv_blocks": int, "filters": int, "kernel_size": int, "dense_units": int}
 
 
 def settings_from_link(params: Mapping[str, str]) -> tuple[Optional[str], TrainConfig, list[str]]:

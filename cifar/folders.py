@@ -33,7 +33,7 @@ import numpy as np
 
 from cifar.batches import DataError, Split
 from cifar.images import ImageError, load_image, to_network_input
-from cifar.model import IMAGE_SHAPE
+from cifar.batches import IMAGE_SHAPE
 
 MAX_FILES = 20_000  # entries in a zip (or files in a folder): more is refused
 MAX_BYTES = 500_000_000  # uncompressed bytes in all: more is refused, declared or read

@@ -19,8 +19,10 @@ from typing import IO, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifar.batches import IMAGE_SHAPE
+
 MAX_PIXELS = 25_000_000  # a 25 MP photo decodes to ~75 MB of RGB; beyond that we refuse
-INPUT_SIZE = 32  # CIFAR-10 pictures are 32x32
+INPUT_SIZE = IMAGE_SHAPE[0]  # the network takes square pictures of the data's size
 
 # Pillow's names for the formats we accept. MPO is what phones write: a JPEG with extra frames.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")

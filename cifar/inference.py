@@ -5,8 +5,8 @@ holds TensorFlow, and a hosted app has 2.7 GB for everything. So when the worker
 also writes, beside `model.keras`:
 
 - `model.tflite`: the same network exported to LiteRT, with two outputs (the class
-  probabilities and the conv layer's activations, for "Inside the network");
-- `conv_kernel.npy`: the conv layer's filters, to draw them;
+  probabilities and the first conv layer's activations, for "Inside the network");
+- `conv_kernel.npy`: the first conv layer's filters, to draw them;
 - `test_probabilities.npy`: every test image's probabilities, so the gallery predicts nothing.
 
 `LiteModel` runs the LiteRT file with `ai-edge-litert`'s interpreter (about 75 MB). `KerasModel`
@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 
-from cifar.model import IMAGE_SHAPE
-
 if TYPE_CHECKING:
     import keras
 
@@ -40,22 +38,25 @@ class PageModel(Protocol):
     """A trained model as the pages use it."""
 
     num_classes: int
+    input_shape: tuple[int, ...]  # one picture's (height, width, channels)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray: ...
     def conv_activations(self, image: np.ndarray) -> np.ndarray: ...
     def conv_kernel(self) -> np.ndarray: ...
 
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
+def _as_batch(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Images (or one image) as a uint8 batch of the model's input shape."""
     images = np.asarray(images, dtype=np.uint8)
-    if images.ndim == 3:
+    if images.ndim == len(shape):
         images = images[None]
-    if images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"expected images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), got {images.shape}")
+    if images.shape[1:] != shape:
+        raise ValueError(f"expected images of shape (N, {', '.join(map(str, shape))}), got {images.shape}")
     return images
 
 
 def _conv_layer(model: "keras.Model") -> Any:
+    """The first conv layer: the one that looks at the pixels, whose filters can be drawn as pictures."""
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     if not convs:
         raise ValueError("this model has no convolution layer to look inside")
@@ -75,17 +76,18 @@ class KerasModel:
     def __init__(self, model: "keras.Model") -> None:
         self.model = model
         self.num_classes = int(model.output_shape[-1])
+        self.input_shape = tuple(model.input_shape[1:])
         self._both = _two_outputs(model)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         from cifar.predict import predict_probabilities
 
-        return predict_probabilities(self.model, _as_batch(images))
+        return predict_probabilities(self.model, _as_batch(images, self.input_shape))
 
     def conv_activations(self, image: np.ndarray) -> np.ndarray:
         from cifar.backend import keras_module
 
-        outputs = self._both([_as_batch(image)[:1]], training=False)  # a list, as the model's inputs are
+        outputs = self._both([_as_batch(image, self.input_shape)[:1]], training=False)  # a list, as the model's inputs are
         return keras_module().ops.convert_to_numpy(outputs[1])[0]
 
     def conv_kernel(self) -> np.ndarray:
@@ -103,8 +105,9 @@ class LiteModel:
         folder = Path(folder)
         self._interpreter = Interpreter(model_path=str(folder / LITE_FILE))
         self._kernel = np.load(folder / KERNEL_FILE)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._input_dtype = self._interpreter.get_input_details()[0]["dtype"]  # uint8 for ours; an uploaded model may take floats
+        given = self._interpreter.get_input_details()[0]
+        self._input, self.input_shape = given["index"], tuple(int(size) for size in given["shape"][1:])
+        self._input_dtype = given["dtype"]  # uint8 for ours; an uploaded model may take floats
         outputs = self._interpreter.get_output_details()
         # Named by the exporter, not by us: the probabilities are the 2-D output, the activations the 4-D one.
         self._probabilities = next(o["index"] for o in outputs if len(o["shape"]) == 2)
@@ -122,7 +125,7 @@ class LiteModel:
         self._interpreter.invoke()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        images = _as_batch(images)
+        images = _as_batch(images, self.input_shape)
         result = np.zeros((len(images), self.num_classes), np.float32)
         with self._lock:
             for start in range(0, len(images), CHUNK):
@@ -132,7 +135,7 @@ class LiteModel:
 
     def conv_activations(self, image: np.ndarray) -> np.ndarray:
         with self._lock:
-            self._run(_as_batch(image)[:1])
+            self._run(_as_batch(image, self.input_shape)[:1])
             return self._interpreter.get_tensor(self._activations)[0].copy()
 
     def conv_kernel(self) -> np.ndarray:

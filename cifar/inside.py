@@ -1,4 +1,4 @@
-"""Inside the network: the conv layer's 32 learned filters and what each of them finds in a picture.
+"""Inside the network: the first conv layer's learned filters and what each of them finds in a picture.
 
 Both come out as ready-to-show uint8 image grids, so the app (or a notebook) can put them on
 screen with no plotting library. They take plain arrays: a page model gives them
@@ -25,7 +25,7 @@ def _enlarge(images: np.ndarray, factor: int) -> np.ndarray:
 
 
 def filter_colours(kernel: np.ndarray) -> np.ndarray:
-    """The conv layer's filters (kernel (3, 3, 3 input channels, filters)) as (filters, 3, 3, 3)
+    """The conv layer's filters (kernel (k, k, 3 input channels, filters)) as (filters, k, k, 3)
     uint8 pictures, each stretched to the full colour range."""
     filters = np.moveaxis(np.asarray(kernel), -1, 0)
     low = filters.min(axis=(1, 2, 3), keepdims=True)
@@ -34,7 +34,7 @@ def filter_colours(kernel: np.ndarray) -> np.ndarray:
 
 
 def map_brightness(activations: np.ndarray, gamma: float = 1.0) -> np.ndarray:
-    """Activation maps ((32, 32, filters), after ReLU) as (filters, 32, 32) uint8 greys, each
+    """Activation maps ((height, width, filters), after ReLU) as (filters, height, width) uint8 greys, each
     scaled to its own peak, so a weak filter's map shows as well as a strong one's. A gamma
     below 1 brightens weak responses within a map as well (0.5: brightness is the square root)."""
     maps = np.moveaxis(np.asarray(activations, np.float64), -1, 0)
@@ -53,10 +53,11 @@ def feature_maps(activations: np.ndarray, scale: int = 3) -> np.ndarray:
 
 
 def filters_above_maps(kernel: np.ndarray, activations: np.ndarray, columns: int = 8, gamma: float = 0.5) -> np.ndarray:
-    """Each filter directly above its map in this picture, so the eye links the two: filters
-    enlarged 21 times (63 px), maps twice (64 px), pairs laid out `columns` to a row."""
-    filters = _enlarge(filter_colours(kernel), 21)
+    """Each filter directly above its map in this picture, so the eye links the two: maps enlarged
+    twice (64 px for 32x32 pictures), filters as nearly as wide (63 px for 3x3, 60 for 5x5), pairs
+    laid out `columns` to a row."""
     maps = _enlarge(map_brightness(activations, gamma)[..., None].repeat(3, axis=-1), 2)
+    filters = _enlarge(filter_colours(kernel), max(1, maps.shape[2] // np.shape(kernel)[1]))
     # Either may be the wider: an uploaded model's unpadded conv gives 30x30 maps (60 px) under 63 px filters.
     count, (map_height, map_width) = len(maps), maps.shape[1:3]
     pairs = np.full((count, filters.shape[1] + 3 + map_height, max(map_width, filters.shape[2]), 3), 255, np.uint8)

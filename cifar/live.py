@@ -11,7 +11,7 @@ import time
 from typing import Any, Optional
 
 from cifar import charts
-from cifar.runstore import Event, RunRecord, RunStore
+from cifar.runstore import Event, RunRecord, RunStore, Speeds
 
 LIVE_POINTS = 150  # curve points in the live figure: enough for a projector, small for 30 phones
 READ_SECONDS = 0.5  # pages polling within this of the last read share it
@@ -84,20 +84,20 @@ class Board:
         self._read_at = 0.0
         self._running: list[RunRecord] = []
         self._queued: list[RunRecord] = []
-        self._speed: Optional[float] = None
+        self._speeds = Speeds()
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
         if time.monotonic() - self._read_at >= READ_SECONDS:
             self._running, self._queued = self.store.running(), self.store.queue()
-            self._speed = self.store.latest_speed()
+            self._speeds = self.store.latest_speeds()
             self._read_at = time.monotonic()
 
-    def snapshot(self) -> tuple[list[RunRecord], list[RunRecord], Optional[float]]:
-        """(running, queued in order, the latest measured images per second)."""
+    def snapshot(self) -> tuple[list[RunRecord], list[RunRecord], Speeds]:
+        """(running, queued in order, the training speeds measured, by network)."""
         with self._lock:
             self._refresh()
-            return self._running, self._queued, self._speed
+            return self._running, self._queued, self._speeds
 
     def run(self, run_id: str) -> Optional[RunRecord]:
         """A run as of the last read if it is training or queued, else as the store has it now."""

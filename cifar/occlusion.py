@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from cifar.model import IMAGE_SHAPE
+from cifar.batches import IMAGE_SHAPE
 
 ProbabilitiesFn = Callable[[np.ndarray], np.ndarray]  # (N, 32, 32, 3) uint8 -> (N, classes)
 PATCH = 8  # a quarter of the side: big enough to hide a part of an object (an ear, a wheel)

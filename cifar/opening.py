@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from cifar.model import IMAGE_SHAPE
+from cifar.batches import IMAGE_SHAPE
 from cifar.store import METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, ModelFileError, new_run_id, read_metadata
 
 if TYPE_CHECKING:

@@ -13,16 +13,17 @@ if TYPE_CHECKING:
 
 def predict_probabilities(model: "keras.Model", images: np.ndarray, batch_size: int = 128,
                           stop: Optional[threading.Event] = None) -> Optional[np.ndarray]:
-    """(N, 32, 32, 3) uint8 pixels (or one such image) to (N, num_classes) probabilities.
+    """(N, *the model's input shape) uint8 pixels (or one such image) to (N, num_classes) probabilities.
 
     A chunk at a time straight from numpy: no tensor copy of a whole dataset, and a stop
     request (if given) is honoured between chunks, returning None.
     """
     images = np.asarray(images, dtype=np.uint8)
-    if images.ndim == 3:
+    expected = tuple(model.input_shape[1:])
+    if images.ndim == len(expected):
         images = images[None]
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise ValueError(f"expected images of shape (N, 32, 32, 3), got {images.shape}")
+    if images.shape[1:] != expected:
+        raise ValueError(f"expected images of shape (N, {', '.join(map(str, expected))}), got {images.shape}")
     probabilities = np.zeros((len(images), model.output_shape[-1]), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         if stop is not None and stop.is_set():

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from cifar.config import TrainConfig, held_out_size
+from cifar.config import SEED_NETWORK, TrainConfig, held_out_size
 from cifar.store import METRICS_FILE, MODEL_FILE, new_run_id, valid_run_id
 
 STORE_FILE = "runs.sqlite3"
@@ -284,15 +284,21 @@ class RunStore:
         rows = self._all(f"SELECT * FROM runs WHERE state IN ({marks}) ORDER BY submitted DESC LIMIT ?", *states, limit)
         return [_record(row) for row in rows]
 
-    def latest_speed(self) -> Optional[float]:
-        """Images per second of the run training now or, else, of the latest run that measured one."""
-        for row in self._all("SELECT progress, summary FROM runs WHERE state IN ('running', 'finished', 'stopped') "
-                             "ORDER BY state = 'running' DESC, submitted DESC LIMIT 5"):
+    def latest_speeds(self, looked_at: int = 50) -> "Speeds":
+        """Images per second of the run training now and of the latest runs that measured one, by network
+        and training path: the newest measurement of each."""
+        measured: dict[tuple, float] = {}
+        for row in self._all("SELECT config, progress, summary FROM runs WHERE state IN ('running', 'finished', 'stopped') "
+                             "ORDER BY state = 'running' DESC, submitted DESC LIMIT ?", looked_at):
+            config = TrainConfig.from_dict(json.loads(row["config"]))
+            if config is None or speed_key(config) in measured:
+                continue
             for blob in (row["progress"], row["summary"]):
                 speed = json.loads(blob).get("images_per_second")
                 if speed:
-                    return float(speed)
-        return None
+                    measured[speed_key(config)] = float(speed)
+                    break
+        return Speeds(measured)
 
     def heartbeat(self, worker_id: str, pid: int) -> None:
         with self._write() as db:
@@ -399,6 +405,27 @@ FULL_TRAINING_SET = 50_000  # CIFAR-10's training images, what a run with no tra
 TEST_SET = 10_000  # CIFAR-10's test images
 
 
+def speed_key(config: TrainConfig) -> tuple:
+    """What a run's training speed depends on most: its network, and whether the fast step trains it."""
+    fast = config.fast_step and config.network == SEED_NETWORK
+    return (*config.network.values(), "fast" if fast else "plain")
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """The training speeds this server measured, by speed_key: a time is promised only from the speed
+    of the same network, never from another's, which may train at a very different speed."""
+
+    measured: dict[tuple, float] = field(default_factory=dict)
+
+    def of(self, config: TrainConfig) -> Optional[float]:
+        """Images per second this server trains the config's network at, if it has trained it."""
+        return self.measured.get(speed_key(config))
+
+    def __bool__(self) -> bool:
+        return bool(self.measured)
+
+
 def expected_seconds(config: TrainConfig, images_per_second: float) -> float:
     """How long a run of this config should take at the measured training speed."""
     images = config.train_size or FULL_TRAINING_SET
@@ -409,18 +436,21 @@ def expected_seconds(config: TrainConfig, images_per_second: float) -> float:
     return RUN_OVERHEAD_SECONDS + config.epochs * (images + checked / 3) / images_per_second
 
 
-def expected_starts(running: list[RunRecord], queued: list[RunRecord], images_per_second: Optional[float]) -> list[Optional[float]]:
+def expected_starts(running: list[RunRecord], queued: list[RunRecord], speeds: Speeds) -> list[Optional[float]]:
     """Seconds from now until each queued run should start, one worker taking them in order; None
-    for each when no speed has been measured on this server yet."""
-    if not images_per_second:
-        return [None] * len(queued)
-    wait = 0.0
+    from the first run on whose time is not known: a network this server has not measured yet."""
+    wait: Optional[float] = 0.0
     for run in running:
         left = run.progress.get("remaining")
+        speed = speeds.of(run.config)
+        if left is None and speed is None:
+            wait = None
+            break
         done = run.progress.get("progress", 0.0)
-        wait = max(wait, left if left is not None else expected_seconds(run.config, images_per_second) * (1 - done))
-    starts = []
+        wait = max(wait, left if left is not None else expected_seconds(run.config, speed) * (1 - done))
+    starts: list[Optional[float]] = []
     for run in queued:
         starts.append(wait)
-        wait += expected_seconds(run.config, images_per_second)
+        speed = speeds.of(run.config)
+        wait = None if wait is None or speed is None else wait + expected_seconds(run.config, speed)
     return starts

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from cifar.backend import keras_module, tensorflow_module
-from cifar.config import TrainConfig
+from cifar.config import SEED_NETWORK, TrainConfig
 from cifar.model import build_model
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ IRRELEVANT_TO_THE_STEP = ("name", "kernel_initializer", "bias_initializer", "see
 
 
 def seed_convnet_difference(model: "keras.Model") -> Optional[str]:
-    """None if the model is, layer for layer, what `cifar.model.build_model` makes (with its own
-    class count and dropout rates), so TrainSteps computes its training step; otherwise the
+    """None if the model is, layer for layer, what `cifar.model.build_model` makes with the default
+    network settings (with the model's own class count and dropout rates), so TrainSteps computes its training step; otherwise the
     first difference found, in words. Every config value that changes the step counts:
     activations, padding, dilation, the Rescaling offset, regularisers, constraints, dtypes."""
     keras = keras_module()
@@ -126,9 +126,9 @@ def seed_convnet_difference(model: "keras.Model") -> Optional[str]:
 
 @functools.lru_cache(maxsize=8)
 def _seed_convnet_layers(num_classes: int, conv_dropout: float, dense_dropout: float) -> tuple[tuple, list]:
-    """build_model's input (shape, dtype) and its layers' (class, config): kept, because building
+    """The default network's input (shape, dtype) and its layers' (class, config): kept, because building
     the reference's four million weights takes a noticeable fraction of a second."""
-    reference = build_model(num_classes, conv_dropout, dense_dropout)
+    reference = build_model(num_classes, conv_dropout, dense_dropout, **SEED_NETWORK)
     return ((tuple(reference.input_shape), reference.inputs[0].dtype),
             [(type(layer), _step_config(layer)) for layer in reference.layers])
 
@@ -142,7 +142,7 @@ class TrainSteps:
     the fast path, for that model only (`seed_convnet_difference`).
 
     `run(images, labels, *masks)` takes k batches stacked on a first axis (uint8 images
-    (k, b, 32, 32, 3), labels (k, b), and one keep mask per non-zero dropout from
+    (k, b, *input shape), labels (k, b), and one keep mask per non-zero dropout from
     `mask_shapes`) and returns the summed loss (each step's mean loss times its batch size)
     and the number of correct predictions.
     """

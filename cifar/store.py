@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from cifar.backend import keras_module
+from cifar.batches import IMAGE_SHAPE
 from cifar.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -78,9 +79,10 @@ def load_model(path: str | Path, name: Optional[str] = None) -> tuple["keras.Mod
                                  "this app opens only models made of Keras's own layers.") from None
         raise ModelFileError(f"{name} could not be loaded as a Keras model: {_first_line(error)}") from None
     input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
-    if input_shape[1:] != (32, 32, 3) or len(output_shape) != 2:
+    if input_shape[1:] != IMAGE_SHAPE or len(output_shape) != 2:
         raise ModelFileError(f"{name} is a Keras model, but not a CIFAR classifier: it takes "
-                             f"{input_shape[1:]} and gives {output_shape[1:]}, not 32x32x3 images to class probabilities.")
+                             f"{input_shape[1:]} and gives {output_shape[1:]}, not {'x'.join(map(str, IMAGE_SHAPE))} "
+                             "images to class probabilities.")
     num_classes = output_shape[1]
     class_names = metadata.get("class_names") or [f"class {i}" for i in range(num_classes)]
     if len(class_names) != num_classes:

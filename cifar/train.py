@@ -35,7 +35,7 @@ import numpy as np
 
 from cifar.backend import keras_module
 from cifar.config import TrainConfig, held_out_size
-from cifar.model import build_model, principal_component_filters
+from cifar.model import model_for, principal_component_filters
 from cifar.predict import predict_probabilities
 from cifar.snapshots import take_snapshot
 from cifar.plain_steps import PlainSteps
@@ -325,9 +325,10 @@ def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config:
                     on_event: Optional[OnEvent] = None, stop: Optional[threading.Event] = None,
                     watched: Optional[np.ndarray] = None, pause: Optional[threading.Event] = None,
                     while_paused: Optional[Callable[[], None]] = None) -> tuple["keras.Model", TrainResult]:
-    """Build the seed ConvNet for these classes and train it as the config says."""
+    """Build the network the config describes (the seed ConvNet by default) for these classes and
+    pictures, and train it as the config says."""
     keras_module().utils.set_random_seed(config.seed)
-    model = build_model(len(class_names), config.conv_dropout, config.dense_dropout)
+    model = model_for(config, len(class_names), input_shape=train[0].shape[1:])
     validation: Optional[Arrays] = None
     if config.validation == "held_out":
         train, validation = split_validation(*train, config.train_size, config.seed)
@@ -336,6 +337,7 @@ def train_new_model(train: Arrays, test: Arrays, class_names: list[str], config:
     if config.conv_start == "pca":  # from the images it will train on, never the validation or test images
         train = subset(*train, config.train_size, config.seed)  # fit() then finds it already the right size
         conv = model.get_layer("conv")
-        conv.set_weights(list(principal_component_filters(train[0], conv.filters, config.seed)))
+        conv.set_weights(list(principal_component_filters(train[0], conv.filters, config.seed,
+                                                          kernel_size=config.kernel_size)))
     return model, fit(model, train, config, validation, on_event, stop, watched, pause, while_paused)
 

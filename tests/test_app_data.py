@@ -2,8 +2,6 @@
 once, refused when hostile, trains, and every view then shows its classes; CIFAR-100 trains too."""
 from __future__ import annotations
 
-import io
-import zipfile
 
 import numpy as np
 import pytest

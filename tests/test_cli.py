@@ -110,3 +110,66 @@ def test_the_plain_step_option_turns_the_fast_step_off_and_nothing_else():
     plain = config_from_args(build_parser().parse_args(["train", "--plain-step", "--out", "run"]))
     default = config_from_args(build_parser().parse_args(["train", "--out", "run"]))
     assert default.fast_step and plain == default.replace(fast_step=False)
+
+
+# A value other than the seed recipe's for every TrainConfig field, as typed on the command line.
+OTHER_VALUES = {"epochs": "3", "conv_dropout": "0.1", "dense_dropout": "0.3", "learning_rate": "0.002",
+                "batch_size": "64", "optimizer": "adam", "schedule": "cosine", "flip": None, "conv_start": "pca",
+                "train_size": "900", "validation": "test", "seed": "7", "eval_batch_size": "256", "fast_step": None,
+                "conv_blocks": "2", "filters": "16", "kernel_size": "5", "dense_units": "128"}
+
+
+def test_every_config_field_has_a_flag_that_sets_it():
+    import dataclasses
+
+    from cifar.cli import build_parser, config_from_args
+    from cifar.config import SEED_RECIPE, TrainConfig
+
+    fields = [field.name for field in dataclasses.fields(TrainConfig)]
+    assert sorted(OTHER_VALUES) == sorted(fields)  # a new field needs a line here, and gets its flag from the dataclass
+    for name in fields:
+        flag = "--" + name.replace("_", "-")
+        default = getattr(SEED_RECIPE, name)
+        typed = [f"--no-{name.replace('_', '-')}" if default else flag] if OTHER_VALUES[name] is None else [flag, OTHER_VALUES[name]]
+        config = config_from_args(build_parser().parse_args(["train", *typed, "--out", "run"]))
+        assert getattr(config, name) != default, name
+        assert config == SEED_RECIPE.replace(**{name: getattr(config, name)}), name  # that field and no other
+    everything = [part for name in fields for part in (["--flip", "--no-fast-step"] if name == "flip" else [] if
+                  name == "fast_step" else ["--" + name.replace("_", "-"), OTHER_VALUES[name]])]
+    config = config_from_args(build_parser().parse_args(["train", *everything, "--out", "run"]))
+    assert all(getattr(config, name) != getattr(SEED_RECIPE, name) for name in fields)
+
+
+def test_a_preset_and_flags_combine_and_the_old_flags_still_work():
+    from cifar.cli import build_parser, config_from_args
+    from cifar.config import TWO_BLOCKS
+
+    parse = lambda *args: config_from_args(build_parser().parse_args(["train", *args, "--out", "run"]))
+    assert parse("--preset", "two-blocks") == TWO_BLOCKS
+    assert parse("--preset", "two-blocks", "--kernel-size", "5", "--no-flip") == TWO_BLOCKS.replace(kernel_size=5)
+    assert parse("--no-validation").validation == "none"
+    assert parse("--validation", "test", "--no-validation").validation == "none"
+    assert parse("--plain-step").fast_step is False and parse("--no-fast-step").fast_step is False
+    assert parse("--preset", "quick", "--optimizer", "sgd", "--schedule", "constant", "--conv-start", "random") \
+        .replace(epochs=20, learning_rate=0.01, batch_size=32).preset == "Seed recipe"
+
+
+def test_a_bad_network_setting_is_one_line(tmp_path):
+    result = cli("train", "--conv-blocks", "4", "--kernel-size", "4", "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "conv_blocks must be between 1 and 3, not 4" in errors[0]
+    assert "kernel_size must be 3 or 5, not 4" in errors[0]
+    choices = cli("train", "--optimizer", "rmsprop", "--out", str(tmp_path / "run"))
+    assert choices.returncode == 2 and "invalid choice: 'rmsprop'" in choices.stderr
+
+
+def test_train_builds_the_network_its_flags_describe(tiny_archive, tmp_path):
+    result = cli("train", "--epochs", "1", "--train-size", "300", "--conv-blocks", "2", "--kernel-size", "5",
+                 "--filters", "8", "--dense-units", "64", "--optimizer", "adam", "--learning-rate", "0.002",
+                 "--data", str(tiny_archive), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["training_path"] == "plain" and "plain training step" in result.stderr
+    assert {key: metrics["config"][key] for key in ("conv_blocks", "kernel_size", "filters", "dense_units", "optimizer")} \
+        == {"conv_blocks": 2, "kernel_size": 5, "filters": 8, "dense_units": 64, "optimizer": "adam"}

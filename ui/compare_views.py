@@ -16,7 +16,7 @@ import streamlit as st
 from cifar import compare
 from cifar.config import TrainConfig, dropout_experiment
 from cifar.live import Board, LiveRun
-from cifar.runstore import SAVED, QueueFull, RunRecord, RunStore, expected_seconds
+from cifar.runstore import SAVED, QueueFull, RunRecord, RunStore, Speeds, expected_seconds
 from cifar.store import SavedRun, open_run
 from ui.live_parts import LiveParts
 from ui.model_views import NO_TOOLBAR, duration
@@ -69,17 +69,18 @@ def start_dropout_experiment(queue: Callable[[TrainConfig], str], cancel: Callab
     st.session_state.tab = COMPARE_TAB  # the app's tabs are keyed "tab": this opens the comparison
 
 
-def experiment_ui(queue: Callable[[TrainConfig], str], cancel: Callable[[str], object], speed: Optional[float]) -> None:
+def experiment_ui(queue: Callable[[TrainConfig], str], cancel: Callable[[str], object], speeds: Speeds) -> None:
     """The dropout experiment's button, with what it trains and how long that should take here."""
     without, recipe = dropout_experiment()
     st.button("Run the dropout experiment", key="dropout_experiment", type="primary",
               on_click=start_dropout_experiment, args=(queue, cancel))
     images = f"{without.train_size:,} training images" if without.train_size else "all training images"
-    if speed:  # a promise from this server's own measured speed, or none at all
+    speed = speeds.of(without)  # both runs train the recipe's network
+    if speed:  # a promise from this server's own measured speed of that network, or none at all
         both = expected_seconds(without, speed) + expected_seconds(recipe, speed)
         time_words = f"Both together take about {duration(both)} here, after any runs before them."
     else:
-        time_words = "How long they take is not known yet on this server: it has not measured its speed."
+        time_words = "How long they take is not known yet on this server: it has not measured its speed with this network."
     st.caption(f"Two runs on the same {images}, seed and {without.epochs} epochs: one with no dropout, one with "
                f"the recipe's {recipe.conv_dropout:g}/{recipe.dense_dropout:g}. {time_words}")
     if problem := st.session_state.get(EXPERIMENT_PROBLEM):

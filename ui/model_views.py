@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from cifar import charts
-from cifar.images import ImageError, load_image, to_network_input
+from cifar.images import INPUT_SIZE, ImageError, load_image, to_network_input
 from cifar.inference import PageModel, test_set_probabilities
 from cifar.live import duration, pause_positions
 from cifar.results import TOP_CLASSES, first_cell, many_classes, per_class_table, top_confusions
@@ -222,7 +222,7 @@ def cell_tile_words(probabilities: np.ndarray, predicted_index: int, true_index:
 
 
 def pixels_large(pixels: np.ndarray, size: int = 192) -> Image.Image:
-    """Scaled up without smoothing, so every one of the 32x32 pixels shows."""
+    """Scaled up without smoothing, so every one of the pixels shows."""
     return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
 
 
@@ -326,21 +326,24 @@ def looked_words(name: str) -> str:
 
 
 def inside_ui(model: PageModel, pixels: np.ndarray) -> None:
-    """The conv layer's 32 filters, each above the map of where it fires in this picture."""
+    """The first conv layer's filters, each above the map of where it fires in this picture."""
     from cifar.inside import filters_above_maps
 
-    with st.expander("Inside the network: what each of its 32 filters finds in this picture"):
-        st.image(filters_above_maps(model.conv_kernel(), model.conv_activations(pixels)), width="stretch",
-                 caption="Each learned 3×3 filter (colours stretched), with the map of where it fires in this picture "
-                         "below it: bright is strong (after ReLU). Each map is scaled to its own strongest point, and "
-                         "brightness is the square root of the strength, so a weak filter's map shows too; one that "
-                         "finds nothing stays black. The dense layer decides from these maps, pooled to 16×16.")
+    kernel, activations = model.conv_kernel(), model.conv_activations(pixels)
+    size, count = kernel.shape[0], kernel.shape[-1]
+    with st.expander(f"Inside the network: what each of its {count} first filters finds in this picture"):
+        st.image(filters_above_maps(kernel, activations), width="stretch",
+                 caption=f"Each learned {size}×{size} filter (colours stretched), with the map of where it fires in this "
+                         "picture below it: bright is strong (after ReLU). Each map is scaled to its own strongest point, "
+                         "and brightness is the square root of the strength, so a weak filter's map shows too; one that "
+                         "finds nothing stays black. The next layers decide from these maps, pooled to "
+                         f"{activations.shape[0] // 2}×{activations.shape[1] // 2}.")
 
 
 def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> None:
     files = st.file_uploader("Upload pictures (PNG, JPEG, WebP, GIF, BMP or TIFF)", type=UPLOAD_TYPES,
                              accept_multiple_files=True, key="upload", max_upload_size=PICTURE_UPLOAD_MB)
-    how_it_sees = ("It sees the centre square of your picture at 32×32 pixels, and it learned from small photos of "
+    how_it_sees = (f"It sees the centre square of your picture at {INPUT_SIZE}×{INPUT_SIZE} pixels, and it learned from small photos of "
                    "one object in the middle, so a photo like that works best.")
     if class_names is None:
         st.caption(f"The network knows only the classes it trained on: anything else still gets one of their names. "
@@ -365,7 +368,8 @@ def uploads_ui(model: Optional[PageModel], class_names: Optional[list[str]]) -> 
             continue
         original, seen, looked, bars = st.columns([1, 1, 1, 2])
         original.image(image, caption=f"Your picture ({image.width}×{image.height})", width="stretch")
-        seen.image(pixels_large(network_input), caption="What the network sees: 32×32 pixels", width="stretch")
+        seen.image(pixels_large(network_input), width="stretch",
+                   caption=f"What the network sees: {network_input.shape[0]}×{network_input.shape[1]} pixels")
         if model is not None and class_names is not None:
             probabilities = model.probabilities(network_input)[0]
             bars.plotly_chart(charts.class_probabilities(probabilities, class_names), key=f"upload_{file.file_id}",

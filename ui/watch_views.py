@@ -17,9 +17,9 @@ from cifar.snapshots import (WATCH_LIMIT, default_watch_list, item_pixels, predi
 WATCH_TILE = 80  # px: eight tiles in a row on a projector, four on a phone
 WATCH_WORDS = ("**The watch-list**: the same pictures, asked again after every epoch. Under each, what the network "
                "calls it and how sure it is, green when right and red when wrong: watch the answers change as it learns.")
-FILTER_WORDS = ("**The 32 conv filters**, each 3×3 pixels, colours stretched. They start as random noise; as the "
-                "network learns they become edges, stripes and colour blobs: the patterns it looks for everywhere "
-                "in a picture.")
+FILTER_WORDS = ("**The {count} conv filters that look at the pixels**, each {size}×{size}, colours stretched. They "
+                "start as random noise; as the network learns they become edges, stripes and colour blobs: the "
+                "patterns it looks for everywhere in a picture.")
 COLOURS = {"green": "#2ca02c", "red": "#d62728", "blue": "#1f77b4"}  # as the probability bars elsewhere
 Item = dict[str, Any]
 
@@ -82,8 +82,9 @@ def snapshot_ui(snapshot: dict[str, Any], items: Sequence[Item], class_names: li
             with st.container(width=WATCH_TILE, gap=None):
                 tile_ui(item, np.asarray(row), class_names, x_test)
     words, filters = st.columns(2)
-    words.markdown(FILTER_WORDS)
-    filters.image(conv_filters(np.asarray(snapshot["filters"]), scale=8), width=320)
+    kernel = np.asarray(snapshot["filters"])  # (size, size, channels, count): the first conv layer's
+    words.markdown(FILTER_WORDS.format(size=kernel.shape[0], count=kernel.shape[-1]))
+    filters.image(conv_filters(kernel, scale=8), width=320)
 
 
 def tile_ui(item: Item, probabilities: np.ndarray, class_names: list[str], x_test: np.ndarray) -> None:
