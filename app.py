@@ -321,8 +321,9 @@ def visitor_ui() -> Visitor:
     return who
 
 
-def run_setup_ui() -> Optional[TrainConfig]:
-    """The sidebar's settings; returns the run they describe, or None (and says why) if they cannot train."""
+def run_setup_ui(source: str, image_set: Optional[str]) -> Optional[TrainConfig]:
+    """The sidebar's settings for the chosen data (its source, and the id of an uploaded set); returns the
+    run they describe, or None (and says why) if they cannot train."""
     if "epochs" not in st.session_state:
         first_settings()
     elif lost := [key for key in CONFIG_KEYS if key not in st.session_state]:
@@ -332,6 +333,11 @@ def run_setup_ui() -> Optional[TrainConfig]:
         for key in lost:
             value = getattr(preset, key)
             st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
+    # Each run sends the settings' values with their widgets again. A page whose first run's widgets never
+    # reached the browser (a rerun overtook them) would otherwise draw them at their defaults, the minimums,
+    # and send those back with its next click: a 1-epoch run with a learning rate of 1e-5.
+    for key in ("preset", *CONFIG_KEYS):
+        st.session_state[key] = st.session_state[key]
     if problems := st.session_state.get("link_problems"):  # every run: a line that came and went would shift the widgets
         st.sidebar.warning(problems)
     st.sidebar.radio("Preset", list(PRESETS), key="preset", on_change=fill_from_preset,
@@ -377,7 +383,8 @@ def run_setup_ui() -> Optional[TrainConfig]:
         st.sidebar.error(f"These settings cannot train: {error}.")
         return None
     with network:
-        total = layer_table_ui(config)
+        shown = config if source == "images" and image_set is None else config.replace(data_source=source, dataset=image_set)
+        total = layer_table_ui(shown)
     st.sidebar.caption(f"The network: {config.network_in_words()}, {total:,} parameters (its layers are under Network).")
     return config
 
@@ -401,7 +408,7 @@ def network_settings_ui() -> None:
 def layer_table_ui(config: TrainConfig) -> int:
     """The layers the settings build, with their output shapes and parameters, computed without Keras;
     returns the total."""
-    num_classes, input_shape = data_shape()
+    num_classes, input_shape = data_shape(config)
     table = layer_table(config, num_classes, input_shape)
     total = sum(row.parameters for row in table)
     # Markdown, in small type: it wraps into the sidebar's width, where a dataframe hides its last columns behind a scroll.
@@ -783,7 +790,7 @@ def main() -> None:
     service = trainer()
     who = st.session_state.visitor = visitor_ui()  # the pause buttons' callbacks ask who pressed them
     source, image_set, set_training_images = data_ui()
-    config = run_setup_ui()
+    config = run_setup_ui(source, image_set)
     # None until the chosen data can be trained on: "Your images" needs an accepted zip first.
     wanted = (None if config is None or (source == "images" and image_set is None)
               else config.replace(data_source=source, dataset=image_set))

@@ -112,8 +112,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 class ProgressBars:
     """One bar per epoch with loss and accuracy, redrawn in place on a terminal, one line per epoch elsewhere."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream, self.width = stream, width
+    def __init__(self, stream: Optional[TextIO] = None, width: int = 30) -> None:
+        self.stream, self.width = stream or sys.stderr, width  # sys.stderr now, not at import: it may have been replaced
+        stream = self.stream
         self.live = stream.isatty()
         self.last_draw = 0.0
 

@@ -660,3 +660,18 @@ def test_a_click_on_a_cell_of_the_confusion_matrix_shows_its_images(browser, app
                 assert_no_traceback(page)
         finally:
             visitor.close()
+
+
+def test_fresh_pages_show_the_settings_of_their_link_in_every_widget(browser, app_url):
+    # A page whose first run's widgets were overtaken by the run after it once drew them at their minimums
+    # (1 epoch, dropout 0) while the session held the link's values, and sent the minimums back with its next
+    # click; it was one page in four. Each run now sends the values again.
+    for attempt in range(6):
+        fresh = browser.new_context(viewport=DESKTOP)
+        page = fresh.new_page()
+        open_app(page, f"{app_url}/?preset=seed&epochs=7&dense_dropout=0.3&learning_rate=0.02")
+        expect(page.locator(".st-key-epochs input[type=range]")).to_have_value("7", timeout=10_000)
+        expect(page.locator(".st-key-dense_dropout input[type=range]")).to_have_value("0.3")
+        page.get_by_text("More settings").click()
+        expect(page.locator(".st-key-learning_rate input")).to_have_value("0.0200")
+        fresh.close()

@@ -116,7 +116,10 @@ def test_the_plain_step_option_turns_the_fast_step_off_and_nothing_else():
 OTHER_VALUES = {"epochs": "3", "conv_dropout": "0.1", "dense_dropout": "0.3", "learning_rate": "0.002",
                 "batch_size": "64", "optimizer": "adam", "schedule": "cosine", "flip": None, "conv_start": "pca",
                 "train_size": "900", "validation": "test", "seed": "7", "eval_batch_size": "256", "fast_step": None,
-                "conv_blocks": "2", "filters": "16", "kernel_size": "5", "dense_units": "128"}
+                "conv_blocks": "2", "filters": "16", "kernel_size": "5", "dense_units": "128", "data_source": "images",
+                "dataset": "0123456789abcdef"}
+# A field that is valid only beside another: an image set's id names the data only when the source is images.
+TOGETHER = {"data_source": ["--dataset", "0123456789abcdef"], "dataset": ["--data-source", "images"]}
 
 
 def test_every_config_field_has_a_flag_that_sets_it():
@@ -131,9 +134,11 @@ def test_every_config_field_has_a_flag_that_sets_it():
         flag = "--" + name.replace("_", "-")
         default = getattr(SEED_RECIPE, name)
         typed = [f"--no-{name.replace('_', '-')}" if default else flag] if OTHER_VALUES[name] is None else [flag, OTHER_VALUES[name]]
-        config = config_from_args(build_parser().parse_args(["train", *typed, "--out", "run"]))
+        config = config_from_args(build_parser().parse_args(["train", *typed, *TOGETHER.get(name, []), "--out", "run"]))
         assert getattr(config, name) != default, name
-        assert config == SEED_RECIPE.replace(**{name: getattr(config, name)}), name  # that field and no other
+        changed = {field: getattr(config, field) for field in (name, "data_source", "dataset") if field == name or
+                   field in TOGETHER.get(name, []) or "--" + field.replace("_", "-") in TOGETHER.get(name, [])}
+        assert config == SEED_RECIPE.replace(**changed), name  # that field (and its partner) and no other
     everything = [part for name in fields for part in (["--flip", "--no-fast-step"] if name == "flip" else [] if
                   name == "fast_step" else ["--" + name.replace("_", "-"), OTHER_VALUES[name]])]
     config = config_from_args(build_parser().parse_args(["train", *everything, "--out", "run"]))
