@@ -149,8 +149,8 @@ def test_split(config: Optional[TrainConfig] = None) -> tuple[Any, Any, list[str
 
 
 def run_test_split(run: SavedRun) -> tuple[Any, Any, list[str]]:
-    """The test images the saved run was tested on."""
-    return test_split(run.config)
+    """The test images the saved run was tested on (an uploaded model's: its CIFAR's)."""
+    return test_split(run.config or TrainConfig(data_source=run.metrics.get("data_source", "cifar10")))
 
 
 def layers_dot(table: list[LayerRow], input_shape: tuple[int, ...], kernel_size: int) -> str:

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = commands.add_parser("import", help="test a .keras classifier and add it to a runs folder as a saved run")
     add.add_argument("--model", required=True, help="a .keras file")
     add.add_argument("--runs-dir", required=True, help="the runs folder (the app's is runs/)")
-    add.add_argument("--data", help="the test set's copy (default: CIFAR10_DATA, then the Keras cache)")
+    add.add_argument("--data", help="a 10-class model's test set copy (default: CIFAR10_DATA, then the Keras cache); a "
+                                    "100-class model is tested on CIFAR-100 (CIFAR100_DATA, then the Keras cache)")
     add.add_argument("--name", help="the file's name to show (default: its own)")
     add.add_argument("--status", help="write progress and the outcome to this JSON file (for the app)")
     return parser

@@ -69,7 +69,7 @@ def check_classifier(model: "keras.Model", name: str) -> int:
 def add_model_run(model_file: str | Path, runs_dir: str | Path, data: Optional[str] = None,
                   name: Optional[str] = None, progress: Progress = lambda status: None) -> tuple[str, dict[str, Any]]:
     """Check, test and save a `.keras` classifier as a new saved run; returns its id and metrics."""
-    from cifar.data import load_data
+    from cifar.data import load_cifar100, load_data
     from cifar.inference import save_page_files
     from cifar.runstore import RunStore
     from cifar.store import load_model, save_model, write_metrics
@@ -82,7 +82,8 @@ def add_model_run(model_file: str | Path, runs_dir: str | Path, data: Optional[s
     model, _ = load_model(model_file, name)
     num_classes = check_classifier(model, name)
     progress({"stage": "Loading the test images…"})
-    _, (x_test, y_test), data_classes = load_data(data)
+    # A 100-class model is tested on CIFAR-100 (found by $CIFAR100_DATA or the Keras cache), a 10-class one on `data`.
+    _, (x_test, y_test), data_classes = load_cifar100() if num_classes == 100 else load_data(data)
     if num_classes != len(data_classes):
         raise ModelFileError(f"{name} gives probabilities for {num_classes} classes ({KNOWN_CLASS_COUNTS[num_classes]}), "
                              f"but the test set here has {len(data_classes)}: it cannot be tested on this server.")
@@ -98,6 +99,7 @@ def add_model_run(model_file: str | Path, runs_dir: str | Path, data: Optional[s
         metrics.update(
             class_names=list(class_names), status=ours.get("status", "finished"), reason=ours.get("reason", ""),
             uploaded={"file": name, "made_by_this_app": bool(ours)}, created=time.time(),
+            data_source="cifar100" if num_classes == 100 else "cifar10",
             test_loss=test["test_loss"], test_accuracy=test["test_accuracy"],
             per_class_accuracy=test["per_class_accuracy"], confusion_matrix=test["confusion_matrix"])
         np.save(staging / PREDICTIONS_FILE, test["predicted"].astype(np.int16))

@@ -257,3 +257,16 @@ def test_a_half_made_import_left_by_a_dead_server_is_removed_when_the_next_one_s
         (folder / "model.keras").write_bytes(b"half")
     os.utime(left, (0, os.path.getmtime(left) - IMPORT_SECONDS - 1))
     assert ModelImports(tmp_path).remove_leftovers() == [] and not left.exists() and working.exists()
+
+
+def test_a_100_class_model_is_tested_on_cifar_100_and_its_run_says_so(tmp_path, test_data, monkeypatch):
+    from tests.synthetic import write_archive
+
+    names = [f"class_{index:02d}" for index in range(100)]
+    images, labels = learnable_images(300, num_classes=100, seed=3)
+    monkeypatch.setenv("CIFAR100_DATA", str(write_archive(tmp_path / "c100", (images, labels), (images, labels), names,
+                                                          kind="cifar100")))
+    model_file = keras_file(tmp_path, "hundred.keras", small_classifier(classes=100))
+    run_id, metrics = add_model_run(model_file, tmp_path / "runs", test_data)  # test_data: the server's CIFAR-10
+    assert metrics["class_names"] == names and metrics["data_source"] == "cifar100"
+    assert np.array(metrics["confusion_matrix"]).shape == (100, 100) and np.array(metrics["confusion_matrix"]).sum() == 300
