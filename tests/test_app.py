@@ -350,6 +350,9 @@ def test_the_watch_list_starts_with_eight_classes_takes_a_gallery_picture_and_re
     train_to_the_end(at)
     watch_buttons = [button for button in at.button if button.key and button.key.startswith("watch_")
                      and button.key[len("watch_"):].isdigit()]
+    watching = [button for button in watch_buttons if f"test:{button.key.split('_')[1]}" in first]
+    assert all(button.disabled and button.label == "Watching" for button in watching)  # a picture is watched once
+    watch_buttons = [button for button in watch_buttons if button.key not in {button.key for button in watching}]
     added = int(watch_buttons[0].key.split("_")[1])
     watch_buttons[0].click().run()
     assert at.multiselect(key="watch_list").value == [*first, f"test:{added}"]

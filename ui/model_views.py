@@ -17,7 +17,7 @@ from cifar.inference import PageModel, test_set_probabilities
 from cifar.live import duration, pause_positions
 from cifar.results import TOP_CLASSES, first_cell, many_classes, per_class_table, top_confusions
 from cifar.store import SavedRun
-from ui.watch_views import add_to_watch_list, upload_watch_button
+from ui.watch_views import add_to_watch_list, option_id, upload_watch_button
 
 GALLERY_SIZE = 24
 NO_TOOLBAR = {"displayModeBar": False}  # Plotly's toolbar covered chart titles and bars on a projector and a phone
@@ -260,8 +260,12 @@ def gallery_ui(test_split: Callable[[], tuple[np.ndarray, np.ndarray, list[str]]
                 st.image(pixels_large(x_test[index], TILE_WIDTH), width=TILE_WIDTH)
                 if st.button("Inspect", key=f"inspect_{index}", width="stretch"):
                     st.session_state.inspected = int(index)
-                st.button("Watch", key=f"watch_{index}", width="stretch", on_click=add_to_watch_list,
-                          args=({"test_index": int(index)},), help="Follow this picture epoch by epoch in your next run.")
+                item = {"test_index": int(index)}
+                watched = option_id(item) in st.session_state.get("watch_list", [])
+                st.button("Watching" if watched else "Watch", key=f"watch_{index}", width="stretch", disabled=watched,
+                          on_click=add_to_watch_list, args=(item,),
+                          help="On the watch-list of your next run." if watched else
+                               "Follow this picture epoch by epoch in your next run.")
                 st.caption(tile_words(class_names[predicted[index]], class_names[y_test[index]]))
     # Open until dismissed, not only in the run its button started: the page may be drawn again
     # meanwhile (a run starting or ending, a live page starting to stream).

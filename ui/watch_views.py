@@ -64,9 +64,13 @@ def add_to_watch_list(item: Item) -> None:
     option = option_id(item)
     st.session_state.setdefault("watch_added", {})[option] = item
     chosen = list(st.session_state.get("watch_list", []))
-    if option not in chosen and len(chosen) < WATCH_LIMIT:
+    if option in chosen:
+        st.toast("It is on the watch-list of your next run already.")
+    elif len(chosen) >= WATCH_LIMIT:
+        st.toast(f"The watch-list holds {WATCH_LIMIT} pictures: take one off in the sidebar first.")
+    else:
         st.session_state.watch_list = [*chosen, option]
-    st.toast("Added to the watch-list of your next run.")
+        st.toast("Added to the watch-list of your next run.")
 
 
 def upload_watch_button(name: str, pixels: np.ndarray, key: str) -> None:
