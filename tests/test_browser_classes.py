@@ -16,7 +16,10 @@ from tests.test_browser import (DESKTOP, PHONE, SEEDED_RUN, accuracy_metric, app
 
 @pytest.fixture(scope="module")
 def browser_archive(tmp_path_factory):
-    return hundred_class_archive(tmp_path_factory.mktemp("browser_cifar100"))
+    archive = hundred_class_archive(tmp_path_factory.mktemp("browser_cifar100"))
+    with pytest.MonkeyPatch.context() as patch:  # the run's test images are CIFAR-100's, found as the app finds them
+        patch.setenv("CIFAR100_DATA", str(archive))
+        yield archive
 
 
 def test_a_run_of_100_classes_lists_its_mistakes_and_each_opens_its_pictures(browser, app_url, runs_dir, screenshots):  # noqa: F811
