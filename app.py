@@ -335,7 +335,9 @@ def run_setup_ui(source: str, image_set: Optional[str]) -> Optional[TrainConfig]
             st.session_state[key] = FULL_TRAINING_SET if key == "train_size" and value is None else value
     # Each run sends the settings' values with their widgets again. A page whose first run's widgets never
     # reached the browser (a rerun overtook them) would otherwise draw them at their defaults, the minimums,
-    # and send those back with its next click: a 1-epoch run with a learning rate of 1e-5.
+    # and send those back with its next click: a 1-epoch run with a learning rate of 1e-5. (Sent only until
+    # one run reached the page whole, 1 fresh page in 10 still showed the minimums.) The cost: arrow keys
+    # pressed faster than the page reruns can lose a step, which the slider then shows.
     for key in ("preset", *CONFIG_KEYS):
         st.session_state[key] = st.session_state[key]
     if problems := st.session_state.get("link_problems"):  # every run: a line that came and went would shift the widgets

@@ -7,7 +7,7 @@ import re
 from tests.synthetic import class_folder_zip
 from tests.test_browser import (RUN_END_MS, accuracy_metric, app_url, assert_no_traceback, browser,  # noqa: F401
                                 browser_archive, context, expect, page, pytestmark, runs_dir, screenshots,
-                                start_training, train_button, wait_until_idle)
+                                scroll_to, start_training, train_button, wait_until_idle)
 
 CLASSES = ("cat", "dog", "frog")
 
@@ -22,7 +22,7 @@ def test_a_zip_of_class_folders_uploads_trains_and_its_results_name_its_classes(
     page.locator(".st-key-dataset_zip input[type=file]").set_input_files(upload)
     found = sidebar.get_by_text("pets.zip: 3 classes: cat, dog, frog; 90 pictures; 1 file skipped: not pictures.")
     expect(found).to_be_visible(timeout=60_000)
-    found.scroll_into_view_if_needed()
+    scroll_to(found)
     page.screenshot(path=screenshots / "data-01-zip-checked.png")
 
     expect(train_button(page)).to_be_enabled()
@@ -31,7 +31,7 @@ def test_a_zip_of_class_folders_uploads_trains_and_its_results_name_its_classes(
     assert_no_traceback(page)
     expect(page.get_by_text(re.compile(r"on your images"))).not_to_have_count(0)
     matrix = page.locator('[role="tabpanel"]:visible .js-plotly-plot').nth(2)  # after the loss and accuracy curves
-    matrix.scroll_into_view_if_needed()
+    scroll_to(matrix)
     ticks = matrix.evaluate("plot => plot._fullLayout.xaxis.categoryarray || plot._fullData[0].x")
     assert sorted(set(ticks)) == list(CLASSES)
     page.screenshot(path=screenshots / "data-02-zip-results.png")
