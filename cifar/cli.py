@@ -172,7 +172,7 @@ def train_command(args: argparse.Namespace) -> int:
         save_image_set(datasets_dir(Path(args.out).resolve().parent), image_set)
         print(f"Your images: {image_set.summary}", file=sys.stderr)
         config, data = config.replace(data_source="images", dataset=image_set.id), None
-    elif args.data_source == "cifar100" or (data and "cifar-100" in str(Path(data).resolve())):
+    elif data and "cifar-100" in str(Path(data).resolve()):  # --data-source cifar100 is in the config already
         config = config.replace(data_source="cifar100")
     # TensorFlow's import (about 1.5 s) runs while the main thread reads the data (about 2.5 s,
     # most of it gzip, which releases the GIL): a run starts training that much sooner.
